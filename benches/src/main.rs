@@ -1,0 +1,33 @@
+//! # cairn-bench — measuring cairn
+//!
+//! Benchmarks as programs, never as timed assertions in tests. Every figure in
+//! docs/benchmarks.md comes from a command of this tool (or a criterion bench)
+//! recorded beside it.
+//!
+//! * `cairn-bench wal`: durable append throughput and latency of the WAL for
+//!   given appender counts, backends and batch limits, beside a bare append +
+//!   fdatasync loop on the same disk, in rounds that alternate between them;
+//!   medians over rounds.
+
+mod wal;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cairn-bench", version, about = "Benchmarks for cairn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// WAL group-commit throughput and latency (the storage tuning harness).
+    Wal(wal::WalArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Wal(args) => wal::run(args),
+    }
+}
