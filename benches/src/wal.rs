@@ -166,6 +166,7 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
         }
     }
     let bare_mean = median(bare.iter().map(|s| s.mean_us).collect());
+    let pre_mean = median(bare_pre.iter().map(|s| s.mean_us).collect());
     let row = |label: &str, samples: &[Sample]| {
         let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
         (
@@ -179,10 +180,16 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
             m(|s| s.p999_us),
         )
     };
-    let mut rows = vec![row(
-        &format!("bare append+fdatasync {}B", args.record_size),
-        &bare,
-    )];
+    let mut rows = vec![
+        row(
+            &format!("bare append+fdatasync {}B", args.record_size),
+            &bare,
+        ),
+        row(
+            &format!("bare prealloc write+fdatasync {}B", args.record_size),
+            &bare_pre,
+        ),
+    ];
     for (c, s) in configs.iter().zip(&results) {
         rows.push(row(&c.label(), s));
     }
@@ -192,15 +199,16 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
                 "{}",
                 json!({
                     "config": r.0, "records_per_s": r.1, "fsyncs_per_s": r.2, "records_per_fsync": r.3,
-                    "mean_us": r.4, "p50_us": r.5, "p99_us": r.6, "p999_us": r.7, "mean_vs_bare": r.4 / bare_mean,
+                    "mean_us": r.4, "p50_us": r.5, "p99_us": r.6, "p999_us": r.7,
+                    "mean_vs_bare_append": r.4 / bare_mean, "mean_vs_bare_prealloc": r.4 / pre_mean,
                     "rounds": args.rounds, "seconds": args.seconds, "record_size": args.record_size,
                 })
             );
         }
     } else {
         println!(
-            "{:<50} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-            "configuration (medians)",
+            "{:<50} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "configuration (medians of rounds)",
             "records/s",
             "fsyncs/s",
             "rec/fsync",
@@ -208,11 +216,12 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
             "p50 us",
             "p99 us",
             "p99.9 us",
-            "vs bare"
+            "vs append",
+            "vs prealloc"
         );
         for r in &rows {
             println!(
-                "{:<50} {:>10.0} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6.2}x",
+                "{:<50} {:>10.0} {:>9.0} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.2}x {:>8.2}x",
                 r.0,
                 r.1,
                 r.2,
@@ -221,7 +230,8 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
                 r.5,
                 r.6,
                 r.7,
-                r.4 / bare_mean
+                r.4 / bare_mean,
+                r.4 / pre_mean
             );
         }
     }
