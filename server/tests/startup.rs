@@ -17,13 +17,44 @@ fn cairn(args: &[&str]) -> Command {
     c
 }
 
-/// Starts `cairn`, waits for the "member state recovered" log line and returns
-/// the child and that line as JSON; the rest of its log keeps flowing to `rx`.
-fn start(args: &[&str]) -> (Child, serde_json::Value, mpsc::Receiver<String>) {
+/// A running `cairn`; killed and reaped if a test ends without stopping it.
+struct Server {
+    child: Option<Child>,
+    rx: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Sends SIGTERM, checks the exit is clean and returns the rest of the log.
+    fn terminate(mut self) -> Vec<String> {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "cairn exits cleanly on SIGTERM: {exit}");
+        self.rx.iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `cairn` and waits for the "member state recovered" log line, which it
+/// returns as JSON; the rest of the log keeps flowing.
+fn start(args: &[&str]) -> (Server, serde_json::Value) {
     start_command(cairn(args))
 }
 
-fn start_command(mut command: Command) -> (Child, serde_json::Value, mpsc::Receiver<String>) {
+fn start_command(mut command: Command) -> (Server, serde_json::Value) {
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -34,28 +65,21 @@ fn start_command(mut command: Command) -> (Child, serde_json::Value, mpsc::Recei
             }
         }
     });
+    let server = Server {
+        child: Some(child),
+        rx,
+    };
     loop {
-        let line = rx
+        let line = server
+            .rx
             .recv_timeout(Duration::from_secs(20))
             .expect("cairn logged its startup");
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         if v["fields"]["message"] == "member state recovered" {
-            return (child, v, rx);
+            return (server, v);
         }
     }
-}
-
-fn terminate(mut child: Child, rx: mpsc::Receiver<String>) -> Vec<String> {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "cairn exits cleanly on SIGTERM: {exit}");
-    rx.iter().collect()
 }
 
 #[test]
@@ -63,23 +87,23 @@ fn a_fresh_member_comes_up_with_etcds_default_ids_and_restarts_from_its_wal() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("default.etcd");
     let d = data.to_str().unwrap();
-    let (child, line, rx) = start(&["--data-dir", d]);
+    let (server, line) = start(&["--data-dir", d]);
     // etcd's single default member: name "default" at http://localhost:2380.
     assert_eq!(line["fields"]["member_id"], "8e9e05c52164694d");
     assert_eq!(line["fields"]["cluster_id"], "cdf818194e3a8c32");
     assert_eq!(line["fields"]["records"], 1);
     assert!(data.join("member/wal").is_dir());
-    let rest = terminate(child, rx);
+    let rest = server.terminate();
     assert!(
         rest.iter()
             .any(|l| l.contains("received signal; shutting down")),
         "{rest:?}"
     );
 
-    let (child, line, rx) = start(&["--data-dir", d]);
+    let (server, line) = start(&["--data-dir", d]);
     assert_eq!(line["fields"]["member_id"], "8e9e05c52164694d");
     assert_eq!(line["fields"]["torn_tail_cut"], false);
-    terminate(child, rx);
+    server.terminate();
 
     let ins = cairn_wal::inspect::inspect(data.join("member/wal")).unwrap();
     assert!(ins.verdict.is_sound(), "{:?}", ins.verdict);
@@ -94,11 +118,11 @@ fn environment_variables_stand_in_for_flags() {
         .env("ETCD_DATA_DIR", &data)
         .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:23801")
         .env("ETCD_INITIAL_CLUSTER", "m1=http://127.0.0.1:23801");
-    let (child, v, rx) = start_command(c);
+    let (server, v) = start_command(c);
     // compat.md: this peer URL with the default token.
     assert_eq!(v["fields"]["member_id"], "bdae9bbc11dd390d");
     assert_eq!(v["fields"]["cluster_id"], "d1cfaf999eb97a2a");
-    terminate(child, rx);
+    server.terminate();
 }
 
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
