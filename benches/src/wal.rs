@@ -312,6 +312,7 @@ fn run_wal(
         max_batch_records: c.max_batch_records,
         backend: c.backend,
         min_segments: 2,
+        ..WalOptions::default()
     };
     let wal = Wal::create(dir, opts, b"bench").with_context(|| c.label())?;
     let log = Arc::new(Log {

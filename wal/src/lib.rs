@@ -22,6 +22,31 @@
 //!   segment is cut off and reported, any other damage is an error naming the
 //!   file and byte offset ([`Wal::open`]).
 //!
+//! ## Use
+//!
+//! ```
+//! use cairn_wal::{HardState, Record, Wal, WalOptions};
+//!
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path().join("wal");
+//! let wal = Wal::create(&dir, WalOptions::default(), b"member=1")?;
+//! // Entries 1..=3, then a new leader replaces 3 with a newer term.
+//! wal.append(vec![Record::entry(1, 1, "a"), Record::entry(2, 1, "b"), Record::entry(3, 1, "c")])?;
+//! wal.append(vec![Record::entry(3, 2, "c'"), Record::HardState(HardState { term: 2, vote: 1, commit: 2 })])?;
+//! drop(wal);
+//!
+//! let wal = Wal::open(&dir, WalOptions::default())?;
+//! let log = wal.read_from(2)?;
+//! assert_eq!(log.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), [(2, 1), (3, 2)]);
+//! assert_eq!(log.hard_state.unwrap().commit, 2);
+//! assert_eq!(log.metadata.as_deref(), Some(&b"member=1"[..]));
+//! # Ok::<(), cairn_wal::WalError>(())
+//! ```
+//!
+//! Many appenders: `submit` returns a [`Ticket`] right away (records are queued
+//! in call order); `ticket.wait()` or `ticket.await` returns once they are
+//! durable, sharing one fdatasync with everything queued alongside.
+//!
 //! ## Invariants
 //!
 //! * Nothing is acknowledged before the fdatasync covering it has returned.

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::commit::{Shared, Slot, State, Submission, Ticket};
 use crate::error::{Result, WalError};
@@ -35,6 +36,11 @@ pub struct WalOptions {
     /// [`Wal::release`] always keeps at least this many segments. Default 5
     /// (etcd's `--max-wals`).
     pub min_segments: usize,
+    /// How long `open` waits for the directory lock before failing with
+    /// `Locked`. A lock can outlive its holder briefly: a process spawned by
+    /// the holder keeps copies of its descriptors until it executes its
+    /// program. Default 1 s.
+    pub lock_timeout: Duration,
 }
 
 impl Default for WalOptions {
@@ -45,6 +51,7 @@ impl Default for WalOptions {
             max_batch_records: 16_384,
             backend: BackendChoice::Auto,
             min_segments: 5,
+            lock_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -128,7 +135,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wal
     move |e| WalError::io(op, path, e)
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+/// Takes an exclusive `flock` on the directory, waiting up to `timeout` for a
+/// holder to let go.
+fn lock_dir(dir: &Path, timeout: Duration) -> Result<File> {
     let f = File::open(dir).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             WalError::NotFound(dir.to_path_buf())
@@ -136,10 +145,16 @@ fn lock_dir(dir: &Path) -> Result<File> {
             WalError::io("open", dir, e)
         }
     })?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(WalError::Locked(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(WalError::io("lock", dir, e)),
+    let start = Instant::now();
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(WalError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(WalError::io("lock", dir, e)),
+        }
     }
 }
 
@@ -213,7 +228,7 @@ impl Wal {
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let dir_lock = lock_dir(&dir)?;
+        let dir_lock = lock_dir(&dir, opts.lock_timeout)?;
         let (mut files, temps) = list_dir(&dir).map_err(io_err("read", &dir))?;
         if files.is_empty() {
             return Err(WalError::NotFound(dir));

@@ -285,10 +285,16 @@ fn a_second_open_of_the_same_directory_is_refused(backend: BackendChoice) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     let wal = Wal::create(&dir, opts(backend, 8192), b"m").unwrap();
-    assert!(matches!(
-        Wal::open(&dir, opts(backend, 8192)),
-        Err(WalError::Locked(_))
-    ));
+    let quick = WalOptions {
+        lock_timeout: std::time::Duration::from_millis(50),
+        ..opts(backend, 8192)
+    };
+    let t = std::time::Instant::now();
+    assert!(matches!(Wal::open(&dir, quick), Err(WalError::Locked(_))));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(50),
+        "it waited for the holder"
+    );
     drop(wal);
     Wal::open(&dir, opts(backend, 8192)).unwrap();
 }
