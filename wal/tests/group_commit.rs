@@ -330,12 +330,5 @@ fn a_dropped_ticket_is_still_written_in_order(backend: BackendChoice) {
     drop(wal.submit(vec![entry(3, 1, 10)]).unwrap());
     drop(wal);
     let wal = Wal::open(&dir, opts(backend, 1 << 20)).unwrap();
-    let idx: Vec<u64> = wal
-        .read_from(1)
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.index)
-        .collect();
-    assert_eq!(idx, vec![1, 2, 3]);
+    assert_eq!(indexes(&wal, 1), vec![1, 2, 3]);
 }

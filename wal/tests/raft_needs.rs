@@ -271,14 +271,7 @@ fn appends_that_skip_an_index_or_do_not_fit_are_rejected_and_change_nothing(
         .unwrap();
     drop(wal);
     let wal = Wal::open(&dir, opts(backend, 8192)).unwrap();
-    let idx: Vec<u64> = wal
-        .read_from(1)
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.index)
-        .collect();
-    assert_eq!(idx, vec![1, 2, 3, 4]);
+    assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
 }
 
 fn a_second_open_of_the_same_directory_is_refused(backend: BackendChoice) {

@@ -66,6 +66,16 @@ pub fn hard_state(term: u64, vote: u64, commit: u64) -> Record {
     Record::HardState(HardState { term, vote, commit })
 }
 
+/// The indexes of the entries `read_from(from)` returns.
+pub fn indexes(wal: &cairn_wal::Wal, from: u64) -> Vec<u64> {
+    wal.read_from(from)
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.index)
+        .collect()
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
