@@ -327,8 +327,9 @@ fn leftover_temp_files_and_an_empty_last_segment_are_cleaned_up(backend: Backend
     let built = build_log(&dir, backend, SEG, 2);
     let d = built.durable;
     // A crash while preparing a segment, and one right after installing the
-    // next segment, before its first batch was written.
-    fs::write(dir.join("0.tmp"), vec![0u8; 100]).unwrap();
+    // next segment, before its first batch was written. (The planted temp file
+    // has a name the new log's own preparation thread does not use first.)
+    fs::write(dir.join("7.tmp"), vec![0u8; 100]).unwrap();
     let header = SegmentHeader {
         seq: d.segment + 1,
         first_index: d.last_index + 1,
@@ -343,9 +344,9 @@ fn leftover_temp_files_and_an_empty_last_segment_are_cleaned_up(backend: Backend
 
     let wal = Wal::open(&dir, opts(backend, SEG)).unwrap();
     let r = wal.recovery_report();
-    assert_eq!(r.removed_temp_files, vec![dir.join("0.tmp")]);
+    assert_eq!(r.removed_temp_files, vec![dir.join("7.tmp")]);
     assert_eq!(r.removed_empty_segment.as_deref(), Some(empty.as_path()));
-    assert!(!dir.join("0.tmp").exists() && !empty.exists());
+    assert!(!dir.join("7.tmp").exists() && !empty.exists());
     let model = built.model(|_, _| true);
     assert_eq!(wal.read_from(1).unwrap().entries, model.from(1));
     // Appending continues the log, rotating again when needed.
