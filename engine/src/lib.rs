@@ -2,7 +2,7 @@
 //!
 //! cairn's backend, the role bbolt and etcd's `mvcc` package play for etcd:
 //!
-//! * `btree` (next): an embedded, crash-safe, single-writer / many-reader
+//! * [`btree`]: an embedded, crash-safe, single-writer / many-reader
 //!   copy-on-write B+tree in one file, read through mmap, with named buckets.
 //! * [`mvcc`]: etcd's data model on that tree — every change gets a revision,
 //!   history is kept until compaction, readers and watchers ask for any
@@ -21,4 +21,5 @@
 //! * `unsafe` only where pages and the mmap are touched, each with a `SAFETY:`
 //!   comment.
 
+pub mod btree;
 pub mod mvcc;

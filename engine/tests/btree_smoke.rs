@@ -1,0 +1,56 @@
+use cairn_engine::btree::{Db, Options};
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{:08}", i.wrapping_mul(2654435761) % 1_000_000).into_bytes()
+}
+
+#[test]
+fn smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let opts = Options {
+        grow_step: 1 << 20,
+        ..Options::default()
+    };
+    let db = Db::open(&path, opts.clone()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut b = tx.create_bucket(b"a").unwrap();
+        for i in 0..10_000u32 {
+            b.put(&key(i), format!("value-{i}").as_bytes()).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let r = db.check();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    println!("{r:?}");
+    drop(db);
+    let db = Db::open(&path, opts).unwrap();
+    let rt = db.begin_read();
+    let b = rt.bucket(b"a").unwrap().unwrap();
+    for i in 0..10_000u32 {
+        assert_eq!(
+            b.get(&key(i)).unwrap(),
+            Some(format!("value-{i}").as_bytes()),
+            "{i}"
+        );
+    }
+    let all: Vec<_> = b.iter().map(|r| r.unwrap().0.to_vec()).collect();
+    assert_eq!(all.len(), 10_000);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    drop(rt);
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut b = tx.bucket_mut(b"a").unwrap().unwrap();
+        for i in 0..9_000u32 {
+            assert!(b.delete(&key(i)).unwrap());
+        }
+    }
+    tx.commit().unwrap();
+    let r = db.check();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    println!("{r:?} {:?}", db.stats());
+    let rt = db.begin_read();
+    let b = rt.bucket(b"a").unwrap().unwrap();
+    assert_eq!(b.iter().count(), 1000);
+}
