@@ -8,7 +8,10 @@
 //!   given appender counts, backends and batch limits, beside a bare append +
 //!   fdatasync loop on the same disk, in rounds that alternate between them;
 //!   medians over rounds.
+//! * `cairn-bench btree-defrag`: the longest stall a writer sees while a large,
+//!   fragmented database is defragmented online.
 
+mod btree;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -24,10 +27,14 @@ struct Cli {
 enum Command {
     /// WAL group-commit throughput and latency (the storage tuning harness).
     Wal(wal::WalArgs),
+    /// Longest writer stall during online defragmentation of a large,
+    /// fragmented database.
+    BtreeDefrag(btree::DefragArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Wal(args) => wal::run(args),
+        Command::BtreeDefrag(args) => btree::run(args),
     }
 }

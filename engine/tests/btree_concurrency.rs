@@ -281,3 +281,49 @@ fn defragmentation_beside_writers_and_readers_loses_nothing_and_shrinks_the_file
     }
     assert_eq!(got, model);
 }
+
+#[test]
+fn write_transactions_are_served_in_arrival_order_so_a_busy_writer_starves_no_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path().join("db"), opts()).unwrap();
+    fill(&db, b"a", 10, |_| b"v".to_vec());
+    let a_commits = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (db, a_commits, done) = (db.clone(), a_commits.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let mut tx = db.begin_write().unwrap();
+                tx.bucket_mut(b"a")
+                    .unwrap()
+                    .unwrap()
+                    .put(b"busy", b"x")
+                    .unwrap();
+                tx.commit().unwrap();
+                a_commits.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    while a_commits.load(Ordering::SeqCst) < 5 {
+        std::thread::yield_now();
+    }
+    for i in 0..30u64 {
+        let before = a_commits.load(Ordering::SeqCst);
+        let mut tx = db.begin_write().unwrap();
+        tx.bucket_mut(b"a")
+            .unwrap()
+            .unwrap()
+            .put(&key(i), b"w")
+            .unwrap();
+        tx.commit().unwrap();
+        let overtaken = a_commits.load(Ordering::SeqCst) - before;
+        // At most the transaction in progress when we asked, and the one that
+        // may finish its bookkeeping before our commit returns.
+        assert!(
+            overtaken <= 2,
+            "transaction {i} was overtaken {overtaken} times"
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+}

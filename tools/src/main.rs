@@ -2,7 +2,9 @@
 //!
 //! Reads cairn's on-disk state without a running server and without changing
 //! it: `cairnutl wal dump DIR` lists every segment and record, `cairnutl wal
-//! verify DIR` says whether the log is sound. `--json` gives machines the same.
+//! verify DIR` says whether the log is sound; `cairnutl db
+//! info|check|buckets|pages|dump FILE` does the same for the database file.
+//! `--json` gives machines the same.
 //!
 //! ## Never
 //!
@@ -11,6 +13,7 @@
 //! Exit status: 0 sound; 1 damaged (or unreadable); 3 a torn tail that opening
 //! the log would cut off; 2 a usage error.
 
+mod db;
 mod wal;
 
 use std::process::ExitCode;
@@ -33,12 +36,16 @@ enum Command {
     /// The write-ahead log.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// The database (B+tree) file.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wal(c) => wal::run(c),
+        Command::Db(c) => db::run(c),
     };
     match result {
         Ok(code) => code,

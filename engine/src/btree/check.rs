@@ -399,7 +399,12 @@ pub fn check_snapshot(map: &Mapping, meta: &Meta) -> (CheckReport, PageMap) {
 impl Db {
     /// Checks the latest committed state while reads and writes go on.
     pub fn check(&self) -> CheckReport {
+        self.check_pages().0
+    }
+
+    /// Like [`Db::check`], with every page's use.
+    pub fn check_pages(&self) -> (CheckReport, PageMap) {
         let r = self.begin_read();
-        check_snapshot(r.map(), &r.meta()).0
+        check_snapshot(r.map(), &r.meta())
     }
 }

@@ -67,6 +67,15 @@ pub(crate) struct Writer {
     pub poisoned: bool,
 }
 
+/// A ticket queue for the writer: transactions get it strictly in the order
+/// they asked, so a writer committing in a tight loop cannot starve another
+/// (defragmentation steps, say).
+pub(crate) struct WriterSlot {
+    writer: Option<Box<Writer>>,
+    next_ticket: u64,
+    serving: u64,
+}
+
 /// What readers and the writer share: the latest committed meta and mapping,
 /// and who is reading what.
 pub(crate) struct Shared {
@@ -83,9 +92,9 @@ pub(crate) struct Inner {
     pub path: PathBuf,
     pub ps: usize,
     pub opts: Options,
-    /// The writer's state, taken by the open write transaction and put back
-    /// when it ends; `None` inside while a write transaction is open.
-    writer: Mutex<Option<Box<Writer>>>,
+    /// The writer's state, handed to write transactions in the order they
+    /// asked for it.
+    writer: Mutex<WriterSlot>,
     writer_free: Condvar,
     read_only: bool,
     pub shared: Mutex<Shared>,
@@ -97,23 +106,62 @@ impl Inner {
         self.shared.lock().expect("shared lock")
     }
 
-    /// Takes the writer, waiting while another write transaction holds it.
+    /// Takes the writer, waiting (in arrival order) while others hold it or
+    /// asked first.
     pub fn take_writer(&self) -> Result<Box<Writer>> {
         if self.read_only {
             return Err(Error::ReadOnly("the database was opened read-only"));
         }
         let mut slot = self.writer.lock().expect("writer lock");
-        loop {
-            if let Some(w) = slot.take() {
-                return Ok(w);
-            }
+        let ticket = slot.next_ticket;
+        slot.next_ticket += 1;
+        while slot.serving != ticket {
             slot = self.writer_free.wait(slot).expect("writer lock");
         }
+        Ok(slot
+            .writer
+            .take()
+            .expect("the writer is home when a ticket is served"))
+    }
+
+    /// Shortens the file by at most `max_bytes` towards the high-water mark.
+    /// Returns whether more remains to cut. Only released pages lie past the
+    /// high-water mark, so no reader can reach what is cut; holding the writer
+    /// meanwhile keeps the mark from moving.
+    pub fn shrink_file(&self, max_bytes: u64) -> Result<bool> {
+        let mut w = self.take_writer()?;
+        let r = (|| {
+            let needed = w.alloc.hwm * self.ps as u64;
+            if w.file_len <= needed {
+                return Ok(false);
+            }
+            let len = needed.max(w.file_len.saturating_sub(max_bytes));
+            w.storage.set_len(len).map_err(|source| Error::Io {
+                op: "truncate",
+                path: self.path.clone(),
+                source,
+            })?;
+            w.file_len = len;
+            let map = Arc::new(Mapping::new(w.storage.file()).map_err(|source| Error::Io {
+                op: "map",
+                path: self.path.clone(),
+                source,
+            })?);
+            let mut s = self.shared();
+            s.map = map;
+            s.file_len = len;
+            Ok(len > needed)
+        })();
+        self.return_writer(w);
+        r
     }
 
     pub fn return_writer(&self, w: Box<Writer>) {
-        *self.writer.lock().expect("writer lock") = Some(w);
-        self.writer_free.notify_one();
+        let mut slot = self.writer.lock().expect("writer lock");
+        slot.writer = Some(w);
+        slot.serving += 1;
+        drop(slot);
+        self.writer_free.notify_all();
     }
 }
 
@@ -281,7 +329,11 @@ impl Db {
                 path: path.to_path_buf(),
                 ps,
                 opts,
-                writer: Mutex::new(writer),
+                writer: Mutex::new(WriterSlot {
+                    writer,
+                    next_ticket: 0,
+                    serving: 0,
+                }),
                 writer_free: Condvar::new(),
                 read_only,
                 shared: Mutex::new(shared),

@@ -32,6 +32,9 @@ pub struct DefragOptions {
     pub pause: Duration,
     /// Passes over the whole database at most.
     pub max_passes: usize,
+    /// The file is shortened by at most this many bytes at a time (giving
+    /// blocks back to the filesystem takes time in proportion).
+    pub truncate_step: u64,
 }
 
 impl Default for DefragOptions {
@@ -41,6 +44,7 @@ impl Default for DefragOptions {
             step_leaves: 2048,
             pause: Duration::from_micros(200),
             max_passes: 6,
+            truncate_step: 8 << 20,
         }
     }
 }
@@ -184,7 +188,7 @@ impl Db {
             file_size_before: self.stats().file_size,
             ..DefragReport::default()
         };
-        self.trim_step(&mut report)?;
+        self.trim_step(opts, &mut report)?;
         for _ in 0..opts.max_passes {
             let st = self.stats();
             let live = st.hwm - st.free_pages - st.pending_pages;
@@ -194,7 +198,7 @@ impl Db {
             }
             let moved = self.relocation_pass(target, opts, &mut report)?;
             report.passes += 1;
-            self.trim_step(&mut report)?;
+            self.trim_step(opts, &mut report)?;
             if moved == 0 {
                 break;
             }
@@ -204,15 +208,25 @@ impl Db {
         Ok(report)
     }
 
-    /// Cuts off the free tail of the file.
-    fn trim_step(&self, report: &mut DefragReport) -> Result<()> {
+    /// Cuts off the free tail: lowers the high-water mark in one commit, then
+    /// shortens the file a bounded piece at a time.
+    fn trim_step(&self, opts: &DefragOptions, report: &mut DefragReport) -> Result<()> {
         let t = Instant::now();
         let mut tx = self.begin_write()?;
         tx.set_trim();
         tx.commit()?;
         report.steps += 1;
         report.longest_step = report.longest_step.max(t.elapsed());
-        Ok(())
+        loop {
+            let t = Instant::now();
+            let more = self.inner.shrink_file(opts.truncate_step)?;
+            report.steps += 1;
+            report.longest_step = report.longest_step.max(t.elapsed());
+            if !more {
+                return Ok(());
+            }
+            std::thread::sleep(opts.pause);
+        }
     }
 
     fn relocation_pass(

@@ -163,17 +163,38 @@ impl Allocator {
         self.hwm != before
     }
 
-    /// Released and pending extents together, sorted and coalesced.
+    /// Released and pending extents together, sorted and coalesced. The
+    /// released set is already sorted; only the (few) pending runs are sorted
+    /// here and merged in.
     pub fn all_free(&self) -> Vec<Extent> {
-        let mut all: Vec<Extent> = self.free.iter().map(|(&s, &l)| (s, l)).collect();
-        all.extend(self.pending.values().flatten().map(|r| (r.page, r.len)));
-        all.sort_unstable();
-        let mut out: Vec<Extent> = Vec::with_capacity(all.len());
-        for (s, l) in all {
-            match out.last_mut() {
-                Some((ps, pl)) if *ps + *pl == s => *pl += l,
-                _ => out.push((s, l)),
-            }
+        let mut pending: Vec<Extent> = self
+            .pending
+            .values()
+            .flatten()
+            .map(|r| (r.page, r.len))
+            .collect();
+        pending.sort_unstable();
+        let mut out: Vec<Extent> = Vec::with_capacity(self.free.len() + pending.len());
+        let mut push = |(s, l): Extent| match out.last_mut() {
+            Some((ps, pl)) if *ps + *pl == s => *pl += l,
+            _ => out.push((s, l)),
+        };
+        let mut a = self.free.iter().map(|(&s, &l)| (s, l)).peekable();
+        let mut b = pending.into_iter().peekable();
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => {
+                    if x.0 <= y.0 {
+                        a.next()
+                    } else {
+                        b.next()
+                    }
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            push(next.expect("peeked"));
         }
         out
     }
@@ -198,6 +219,23 @@ fn get_varint(b: &[u8], at: &mut usize) -> Option<u64> {
         }
     }
     None
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+/// The size [`encode_extents`] will produce, without producing it.
+pub fn encoded_len(extents: &[Extent]) -> usize {
+    let mut end = 0;
+    8 + extents
+        .iter()
+        .map(|&(start, len)| {
+            let n = varint_len(start - end) + varint_len(len);
+            end = start + len;
+            n
+        })
+        .sum::<usize>()
 }
 
 /// Encodes sorted, disjoint extents.
@@ -303,6 +341,7 @@ mod tests {
         let e = vec![(2, 1), (10, 300), (1 << 40, 7)];
         let b = encode_extents(&e);
         assert!(b.len() < 8 + 3 * 8);
+        assert_eq!(encoded_len(&e), b.len());
         assert_eq!(decode_extents(&b, 9).unwrap(), e);
         assert!(decode_extents(&b[..b.len() - 1], 9).is_err());
     }

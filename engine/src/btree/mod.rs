@@ -27,7 +27,7 @@ mod tree;
 pub mod txn;
 
 pub use bucket::{Bucket, BucketMut};
-pub use check::{CheckReport, PageCounts, Problem, Use, check_snapshot};
+pub use check::{CheckReport, PageCounts, PageMap, Problem, Use, check_snapshot};
 pub use cursor::{Cursor, Range, Value};
 pub use db::{Db, Options, Stats, read_metas};
 pub use defrag::{DefragOptions, DefragReport};

@@ -22,7 +22,7 @@ use super::cursor::Value;
 use super::db::{Db, Inner, Writer};
 
 use super::error::{Error, Result};
-use super::freelist::{Allocator, Freed, encode_extents};
+use super::freelist::{Allocator, Freed, encode_extents, encoded_len};
 use super::meta::Meta;
 use super::node::{Child, ChildRef, Ctx, Mapping};
 use super::page::{
@@ -59,6 +59,11 @@ impl ReadTxn {
 
     pub(crate) fn map(&self) -> &Mapping {
         &self.map
+    }
+
+    /// The raw bytes of page `id` as this snapshot sees it (for tools).
+    pub fn raw_page(&self, id: PageId) -> Result<&[u8]> {
+        self.map.page(id, self.db.ps)
     }
 
     fn dir(&self) -> Bucket<'_> {
@@ -113,7 +118,8 @@ pub struct WriteTxn {
     txid: u64,
     root: Child,
     ctx: Ctx,
-    /// Cut the free tail of the file at commit (defragmentation).
+    /// Lower the high-water mark over the released free tail at commit
+    /// (defragmentation; the file itself is shortened afterwards, in steps).
     trim: bool,
 }
 
@@ -281,13 +287,7 @@ impl WriteTxn {
             .map_err(io("write meta"))?;
         w.storage.sync().map_err(io("fdatasync"))?;
 
-        let shrink = self.trim && w.file_len > needed;
-        if shrink {
-            // Only released pages lie past the new end: no reader can reach them.
-            w.storage.set_len(needed).map_err(io("truncate"))?;
-            w.file_len = needed;
-        }
-        let map = if grew || shrink {
+        let map = if grew {
             Arc::new(Mapping::new(w.storage.file()).map_err(io("map"))?)
         } else {
             self.ctx.map.clone()
@@ -314,7 +314,7 @@ impl Drop for WriteTxn {
 fn write_freelist(alloc: &mut Allocator, writes: &mut Writes, ps: usize, txid: u64) -> PageId {
     // Allocating the run can only shift one extent boundary, changing the
     // encoding by a few bytes at most: size it with margin.
-    let estimate = encode_extents(&alloc.all_free()).len() + 32;
+    let estimate = encoded_len(&alloc.all_free()) + 32;
     let n = span_for(estimate, ps);
     let id = alloc.alloc(n);
     let bytes = encode_extents(&alloc.all_free());
