@@ -173,12 +173,15 @@ fn check(file: &PathBuf, as_json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Walks buckets depth first: (depth, path, bucket).
+/// A bucket found by a walk: its depth, its path of names, the bucket.
+type Found<'a> = (usize, Vec<Vec<u8>>, Bucket<'a>);
+
+/// Walks buckets depth first.
 fn walk<'a>(
     b: Bucket<'a>,
     path: Vec<Vec<u8>>,
     depth: usize,
-    out: &mut Vec<(usize, Vec<Vec<u8>>, Bucket<'a>)>,
+    out: &mut Vec<Found<'a>>,
 ) -> anyhow::Result<()> {
     out.push((depth, path.clone(), b));
     let mut c = b.cursor();
@@ -194,7 +197,7 @@ fn walk<'a>(
     Ok(())
 }
 
-fn all_buckets(r: &ReadTxn) -> anyhow::Result<Vec<(usize, Vec<Vec<u8>>, Bucket<'_>)>> {
+fn all_buckets(r: &ReadTxn) -> anyhow::Result<Vec<Found<'_>>> {
     let mut out = Vec::new();
     for name in r.buckets()? {
         let b = r.bucket(&name)?.expect("listed");
