@@ -210,3 +210,79 @@ pub fn run(args: DefragArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct PutArgs {
+    /// Keys loaded before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Random puts per committed transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Transactions measured.
+    #[arg(long, default_value_t = 200)]
+    txns: u64,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 4096)]
+    page_size: u32,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Random puts in batches on a loaded table: where does the time go?
+pub fn run_put(args: PutArgs) -> anyhow::Result<()> {
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }?;
+    let db = Db::open(
+        tmp.path().join("db"),
+        Options {
+            page_size: args.page_size,
+            ..Options::default()
+        },
+    )?;
+    let val = vec![0xabu8; args.value_size];
+    let t = Instant::now();
+    let mut i = 0;
+    while i < args.keys {
+        let mut tx = db.begin_write()?;
+        {
+            let mut b = tx.create_bucket_if_missing(b"t")?;
+            for j in i..(i + 10_000).min(args.keys) {
+                b.put(&key(j), &val)?;
+            }
+        }
+        tx.commit()?;
+        i += 10_000;
+    }
+    eprintln!("loaded {} keys in {:.2?}", args.keys, t.elapsed());
+    let mut rng = Rng(1);
+    let (mut ops, mut commits) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..args.txns {
+        let t = Instant::now();
+        let mut tx = db.begin_write()?;
+        {
+            let mut b = tx.bucket_mut(b"t")?.expect("loaded");
+            for _ in 0..args.batch {
+                b.put(&key(rng.next() % (2 * args.keys)), &val)?;
+            }
+        }
+        let c = Instant::now();
+        ops += c - t;
+        tx.commit()?;
+        commits += c.elapsed();
+    }
+    let n = args.txns as f64;
+    println!(
+        "{} txns of {} random puts: {:.2} ms per txn ({:.2} ms puts, {:.2} ms commit), {:.0} puts/s",
+        args.txns,
+        args.batch,
+        (ops + commits).as_secs_f64() * 1e3 / n,
+        ops.as_secs_f64() * 1e3 / n,
+        commits.as_secs_f64() * 1e3 / n,
+        (args.txns * args.batch) as f64 / (ops + commits).as_secs_f64()
+    );
+    Ok(())
+}

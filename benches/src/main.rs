@@ -30,11 +30,15 @@ enum Command {
     /// Longest writer stall during online defragmentation of a large,
     /// fragmented database.
     BtreeDefrag(btree::DefragArgs),
+    /// Random puts in batches on a loaded table, time split into puts and
+    /// commit.
+    BtreePut(btree::PutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Wal(args) => wal::run(args),
         Command::BtreeDefrag(args) => btree::run(args),
+        Command::BtreePut(args) => btree::run_put(args),
     }
 }

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use super::cursor::{Cursor, Range};
 use super::error::{Error, Result, show_key};
-use super::node::{Child, ChildRef, Ctx, Mapping, Val, ValRef, max_entry, max_key};
+use super::node::{Bytes, Child, ChildRef, Ctx, Mapping, Val, ValRef, max_entry, max_key};
 use super::page::{ELEM_LEN, EMPTY};
 use super::tree;
 
@@ -152,7 +152,7 @@ impl<'t> BucketMut<'t> {
             });
         }
         let val = if ELEM_LEN + key.len() + value.len() <= max_entry(self.ctx.ps) {
-            Val::Inline(value.to_vec())
+            Val::Inline(Bytes::owned(value))
         } else {
             Val::Big(value.to_vec())
         };

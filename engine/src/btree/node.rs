@@ -43,6 +43,11 @@ impl Mapping {
         self.mmap.len() as u64
     }
 
+    /// Where `part` (a slice of this mapping) starts within it.
+    fn offset_of(&self, part: &[u8]) -> usize {
+        part.as_ptr() as usize - self.mmap.as_ptr() as usize
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mmap.is_empty()
     }
@@ -99,7 +104,7 @@ impl Ctx {
 
     /// Decodes page `id` into a node and frees the page.
     pub fn materialize(&mut self, id: PageId) -> Result<Node> {
-        let node = Node::decode(&self.map.node(id, self.ps)?)?;
+        let node = Node::decode(&self.map.node(id, self.ps)?, &self.map)?;
         self.free_run(id, 1)?;
         Ok(node)
     }
@@ -130,6 +135,66 @@ pub fn max_key(ps: usize) -> usize {
     max_entry(ps) - ELEM_LEN - 8
 }
 
+/// Key or value bytes of an in-memory node: short ones copied inline (no
+/// allocation, no reference count — branch keys and revision keys all fit);
+/// longer ones still in the committed page they came from (no copy; the page
+/// cannot be reused while this transaction lives), or owned.
+#[derive(Clone)]
+pub(crate) enum Bytes {
+    Small {
+        len: u8,
+        buf: [u8; SMALL],
+    },
+    Mapped {
+        map: Arc<Mapping>,
+        at: usize,
+        len: usize,
+    },
+    Owned(Box<[u8]>),
+}
+
+const SMALL: usize = 30;
+
+impl Bytes {
+    fn small(b: &[u8]) -> Option<Bytes> {
+        (b.len() <= SMALL).then(|| {
+            let mut buf = [0u8; SMALL];
+            buf[..b.len()].copy_from_slice(b);
+            Bytes::Small {
+                len: b.len() as u8,
+                buf,
+            }
+        })
+    }
+
+    pub fn owned(b: &[u8]) -> Bytes {
+        Bytes::small(b).unwrap_or_else(|| Bytes::Owned(b.into()))
+    }
+
+    fn mapped(map: &Arc<Mapping>, part: &[u8]) -> Bytes {
+        Bytes::small(part).unwrap_or_else(|| Bytes::Mapped {
+            map: map.clone(),
+            at: map.offset_of(part),
+            len: part.len(),
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Small { len, buf } => &buf[..*len as usize],
+            Bytes::Mapped { map, at, len } => &map.mmap[*at..*at + *len],
+            Bytes::Owned(b) => b,
+        }
+    }
+}
+
 /// A subtree: still the committed page, or materialized.
 pub(crate) enum Child {
     Page(PageId),
@@ -138,7 +203,7 @@ pub(crate) enum Child {
 
 /// A leaf value in memory.
 pub(crate) enum Val {
-    Inline(Vec<u8>),
+    Inline(Bytes),
     /// An existing overflow run, untouched.
     Overflow {
         page: PageId,
@@ -165,14 +230,14 @@ impl Val {
 }
 
 pub(crate) struct LeafEntry {
-    pub key: Vec<u8>,
+    pub key: Bytes,
     pub val: Val,
 }
 
 pub(crate) struct BranchEntry {
     /// No key in `child`'s subtree is smaller than this; every key in it is
     /// smaller than the next entry's key.
-    pub key: Vec<u8>,
+    pub key: Bytes,
     pub child: Child,
 }
 
@@ -230,25 +295,26 @@ impl Node {
         }
     }
 
-    pub fn first_key(&self) -> &[u8] {
+    pub fn first_key(&self) -> &Bytes {
         match &self.entries {
             Entries::Leaf(e) => &e[0].key,
             Entries::Branch(e) => &e[0].key,
         }
     }
 
-    pub fn decode(view: &NodeView<'_>) -> Result<Node> {
+    /// A node of the page `view`, whose keys and inline values stay in `map`.
+    pub fn decode(view: &NodeView<'_>, map: &Arc<Mapping>) -> Result<Node> {
         match view {
             NodeView::Leaf(l) => {
                 let mut entries = Vec::with_capacity(l.len());
                 for i in 0..l.len() {
                     let val = match l.value(i)? {
-                        StoredValue::Inline(v) => Val::Inline(v.to_vec()),
+                        StoredValue::Inline(v) => Val::Inline(Bytes::mapped(map, v)),
                         StoredValue::Overflow { page, len } => Val::Overflow { page, len },
                         StoredValue::Bucket(root) => Val::Bucket(Child::Page(root)),
                     };
                     entries.push(LeafEntry {
-                        key: l.key(i)?.to_vec(),
+                        key: Bytes::mapped(map, l.key(i)?),
                         val,
                     });
                 }
@@ -258,7 +324,7 @@ impl Node {
                 let mut entries = Vec::with_capacity(b.len());
                 for i in 0..b.len() {
                     entries.push(BranchEntry {
-                        key: b.key(i)?.to_vec(),
+                        key: Bytes::mapped(map, b.key(i)?),
                         child: Child::Page(b.child(i)),
                     });
                 }
@@ -399,7 +465,8 @@ impl<'a> NodeRef<'a> {
                 entries: Entries::Leaf(e),
                 ..
             }) => Ok(match &e[i].val {
-                Val::Inline(v) | Val::Big(v) => ValRef::Data(v),
+                Val::Inline(v) => ValRef::Data(v),
+                Val::Big(v) => ValRef::Data(v),
                 Val::Overflow { page, len } => ValRef::Data(map.overflow(*page, *len, ps)?),
                 Val::Bucket(c) => ValRef::Bucket(c.as_ref()),
             }),

@@ -359,8 +359,9 @@ pub struct NodeWriter<'b> {
 }
 
 impl<'b> NodeWriter<'b> {
+    /// Starts a node in `buf`, which must be zeroed.
     pub fn new(buf: &'b mut [u8], kind: PageKind, id: PageId, txid: u64, count: usize) -> Self {
-        buf.fill(0);
+        debug_assert!(buf.iter().all(|&b| b == 0), "a node page starts zeroed");
         let h = header_mut(buf);
         h.kind = kind as u8;
         h.count = Le16::new(count as u16);

@@ -15,7 +15,7 @@
 use super::error::{Error, Result, show_key};
 use super::freelist::Allocator;
 use super::node::{
-    BranchEntry, Child, ChildRef, Ctx, Entries, LeafEntry, Mapping, Node, Val, ValRef,
+    BranchEntry, Bytes, Child, ChildRef, Ctx, Entries, LeafEntry, Mapping, Node, Val, ValRef,
 };
 use super::page::{EMPTY, HEADER_LEN, Le32, Le64, PageId, PageKind, header_mut, seal, span_for};
 
@@ -77,7 +77,7 @@ pub(crate) fn put(root: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Resu
             unreachable!("a split root is in memory")
         };
         let mut entries = vec![BranchEntry {
-            key: left.first_key().to_vec(),
+            key: left.first_key().clone(),
             child: Child::Node(left),
         }];
         entries.extend(pieces.into_iter().map(|(key, n)| BranchEntry {
@@ -97,7 +97,7 @@ pub(crate) fn put(root: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Resu
 
 /// Inserts into the subtree at `child`; returns the pieces split off to the
 /// right of it, each with its smallest key.
-fn insert(child: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Result<Vec<(Vec<u8>, Node)>> {
+fn insert(child: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Result<Vec<(Bytes, Node)>> {
     let ps = ctx.ps;
     let node = node_mut(child, ctx)?;
     let (delta, appended): (isize, bool);
@@ -114,7 +114,7 @@ fn insert(child: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Result<Vec<
             }
             Err(i) => {
                 let e = LeafEntry {
-                    key: key.to_vec(),
+                    key: Bytes::owned(key),
                     val,
                 };
                 delta = e.size() as isize;
@@ -129,7 +129,7 @@ fn insert(child: &mut Child, key: &[u8], val: Val, ctx: &mut Ctx) -> Result<Vec<
             let mut d = 0isize;
             if key < es[i].key.as_slice() {
                 d += key.len() as isize - es[i].key.len() as isize;
-                es[i].key = key.to_vec();
+                es[i].key = Bytes::owned(key);
             }
             let pieces = insert(&mut es[i].child, key, val, ctx)?;
             let n = pieces.len();
@@ -164,15 +164,15 @@ fn entry_sizes(node: &Node) -> Vec<usize> {
 /// back as pieces that each fit. After an append the first part is filled
 /// almost full (sequential keys then leave pages nearly full); otherwise the
 /// node is split near its middle.
-fn split(node: &mut Node, ps: usize, appended: bool) -> Vec<(Vec<u8>, Node)> {
+fn split(node: &mut Node, ps: usize, appended: bool) -> Vec<(Bytes, Node)> {
     let mut pieces = Vec::new();
     let mut cur = split_off(node, ps, appended);
     while cur.size > ps {
         let next = split_off(&mut cur, ps, appended);
-        pieces.push((cur.first_key().to_vec(), cur));
+        pieces.push((cur.first_key().clone(), cur));
         cur = next;
     }
-    pieces.push((cur.first_key().to_vec(), cur));
+    pieces.push((cur.first_key().clone(), cur));
     pieces
 }
 
@@ -327,7 +327,7 @@ fn rebalance(es: &mut Vec<BranchEntry>, i: usize, ctx: &mut Ctx) -> Result<isize
         }
         (ln.size, rn.size) = (sl, sr);
     }
-    let new_key = rn.first_key().to_vec();
+    let new_key = rn.first_key().clone();
     let delta = new_key.len() as isize - b[0].key.len() as isize;
     b[0].key = new_key;
     Ok(delta)
@@ -384,9 +384,22 @@ pub(crate) fn free_tree(child: Child, ctx: &mut Ctx) -> Result<()> {
     }
 }
 
-/// Pages written by a commit.
+/// Pages a commit writes, in one buffer: runs of (first page, byte offset in
+/// `buf`, pages).
+#[derive(Default)]
 pub(crate) struct Writes {
-    pub pages: Vec<(PageId, Vec<u8>)>,
+    pub buf: Vec<u8>,
+    pub runs: Vec<(PageId, usize, u64)>,
+}
+
+impl Writes {
+    /// `n` zeroed pages to fill for the run starting at page `id`.
+    pub fn add(&mut self, id: PageId, n: u64, ps: usize) -> &mut [u8] {
+        let at = self.buf.len();
+        self.buf.resize(at + n as usize * ps, 0);
+        self.runs.push((id, at, n));
+        &mut self.buf[at..]
+    }
 }
 
 /// Gives every in-memory node of the tree a newly allocated page, children
@@ -415,15 +428,14 @@ pub(crate) fn spill(
                         let len = data.len() as u64;
                         let n = span_for(data.len(), ps);
                         let id = alloc.alloc(n);
-                        let mut run = vec![0u8; n as usize * ps];
+                        let run = out.add(id, n, ps);
                         run[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
-                        let h = header_mut(&mut run);
+                        let h = header_mut(run);
                         h.kind = PageKind::Overflow as u8;
                         h.span = Le32::new(n as u32);
                         h.id = Le64::new(id);
                         h.txid = Le64::new(txid);
-                        seal(&mut run);
-                        out.pages.push((id, run));
+                        seal(run);
                         e.val = Val::Overflow { page: id, len };
                     }
                     _ => {}
@@ -441,9 +453,7 @@ pub(crate) fn spill(
         }
     }
     let id = alloc.alloc(1);
-    let mut buf = vec![0u8; ps];
-    node.encode(&mut buf, id, txid);
-    out.pages.push((id, buf));
+    node.encode(out.add(id, 1, ps), id, txid);
     *child = Child::Page(id);
     Ok(id)
 }
