@@ -327,3 +327,30 @@ fn write_transactions_are_served_in_arrival_order_so_a_busy_writer_starves_no_on
     done.store(true, Ordering::Relaxed);
     busy.join().unwrap();
 }
+
+#[test]
+fn a_reader_keeps_its_mapping_and_snapshot_while_the_file_grows_under_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path().join("db"), opts()).unwrap();
+    fill(&db, b"a", 100, |i| vec![i as u8; 100]);
+    let reader = db.begin_read();
+    let size_before = db.stats().file_size;
+    // Grow the file to many times its size: new transactions get a new mapping.
+    fill(&db, b"big", 20_000, |i| vec![i as u8; 300]);
+    let grown = db.stats().file_size;
+    assert!(grown > 8 * size_before, "{size_before} -> {grown}");
+    // The old reader still reads its snapshot through its own mapping...
+    let a = reader.bucket(b"a").unwrap().unwrap();
+    assert!(
+        a.iter()
+            .enumerate()
+            .all(|(i, x)| x.unwrap().1 == vec![i as u8; 100])
+    );
+    assert!(reader.bucket(b"big").unwrap().is_none());
+    // ...and a new one sees everything.
+    let fresh = db.begin_read();
+    assert_eq!(
+        fresh.bucket(b"big").unwrap().unwrap().iter().count(),
+        20_000
+    );
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
@@ -81,6 +81,9 @@ pub(crate) struct WriterSlot {
 pub(crate) struct Shared {
     pub meta: Meta,
     pub map: Arc<Mapping>,
+    /// Every mapping still held by someone, so shrinking the file can lower
+    /// all their limits.
+    pub mappings: Vec<Weak<Mapping>>,
     /// Live read transactions by txid.
     pub readers: BTreeMap<u64, usize>,
     pub free_pages: u64,
@@ -136,20 +139,24 @@ impl Inner {
                 return Ok(false);
             }
             let len = needed.max(w.file_len.saturating_sub(max_bytes));
+            // No transaction reads past the high-water mark; lowering every
+            // mapping's limit first makes even a corrupt reference into the
+            // part about to go an error rather than a fault. The mappings are
+            // kept: unmapping a large populated one takes tens of ms.
+            {
+                let mut s = self.shared();
+                s.mappings.retain(|m| m.strong_count() > 0);
+                for m in s.mappings.iter().filter_map(Weak::upgrade) {
+                    m.set_limit(m.len().min(len));
+                }
+            }
             w.storage.set_len(len).map_err(|source| Error::Io {
                 op: "truncate",
                 path: self.path.clone(),
                 source,
             })?;
             w.file_len = len;
-            let map = Arc::new(Mapping::new(w.storage.file()).map_err(|source| Error::Io {
-                op: "map",
-                path: self.path.clone(),
-                source,
-            })?);
-            let mut s = self.shared();
-            s.map = map;
-            s.file_len = len;
+            self.shared().file_len = len;
             Ok(len > needed)
         })();
         self.return_writer(w);
@@ -309,6 +316,7 @@ impl Db {
         let alloc = Allocator::new(meta.hwm, free);
         let shared = Shared {
             meta,
+            mappings: vec![Arc::downgrade(&map)],
             map,
             readers: BTreeMap::new(),
             free_pages: alloc.free_pages(),

@@ -8,7 +8,8 @@
 //! page reachable by the committed tree, or by any reader, is ever written.
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use memmap2::Mmap;
 
@@ -20,10 +21,16 @@ use super::page::{
 };
 
 /// The file as readers see it: a read-only shared mapping. Reference-counted:
-/// when the file grows, new transactions get a new mapping and old readers keep
-/// theirs.
+/// when the file grows past it, new transactions get a new mapping and old
+/// readers keep theirs.
+///
+/// `limit` is how much of the mapping lies inside the file. Shrinking the file
+/// lowers it first and keeps the mapping (unmapping a large, populated mapping
+/// takes tens of milliseconds), so even a corrupt page reference into the
+/// cut-off part is an error, never a fault.
 pub struct Mapping {
-    mmap: Mmap,
+    mmap: Option<Mmap>,
+    limit: AtomicU64,
 }
 
 impl Mapping {
@@ -34,36 +41,53 @@ impl Mapping {
         // process writes it), and the writer never overwrites or truncates a
         // page that a live transaction can reach — pages are written only after
         // being allocated, and freed pages are reused or cut off only once
-        // every transaction that could reach them has ended.
+        // every transaction that could reach them has ended. Accesses stay
+        // below `limit`, which never exceeds the file's length.
         let mmap = unsafe { Mmap::map(file)? };
-        Ok(Mapping { mmap })
+        let limit = AtomicU64::new(mmap.len() as u64);
+        Ok(Mapping {
+            mmap: Some(mmap),
+            limit,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.mmap.as_deref().expect("mapped until dropped")
     }
 
     pub fn len(&self) -> u64 {
-        self.mmap.len() as u64
+        self.bytes().len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets how much of the mapping lies inside the file: lowered before the
+    /// file is shortened, raised after it grows back within the mapping.
+    pub(crate) fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes.min(self.len()), Ordering::Release);
     }
 
     /// Where `part` (a slice of this mapping) starts within it.
     fn offset_of(&self, part: &[u8]) -> usize {
-        part.as_ptr() as usize - self.mmap.as_ptr() as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.mmap.is_empty()
+        part.as_ptr() as usize - self.bytes().as_ptr() as usize
     }
 
     /// `n` pages from page `id`.
     pub fn span(&self, id: PageId, n: u64, ps: usize) -> Result<&[u8]> {
         let start = id as usize * ps;
-        self.mmap
-            .get(start..start + n as usize * ps)
-            .ok_or_else(|| Error::CorruptPage {
+        let end = start + n as usize * ps;
+        let limit = self.limit.load(Ordering::Acquire) as usize;
+        if end > limit {
+            return Err(Error::CorruptPage {
                 page: id,
                 reason: format!(
-                    "{n} pages from here lie beyond the end of the file ({} bytes)",
-                    self.mmap.len()
+                    "{n} pages from here lie beyond the end of the file ({limit} bytes)"
                 ),
-            })
+            });
+        }
+        Ok(&self.bytes()[start..end])
     }
 
     pub fn page(&self, id: PageId, ps: usize) -> Result<&[u8]> {
@@ -85,6 +109,32 @@ impl Mapping {
     pub fn overflow(&self, id: PageId, len: u64, ps: usize) -> Result<&[u8]> {
         let run = self.span(id, span_for(len as usize, ps), ps)?;
         Ok(&run[HEADER_LEN..HEADER_LEN + len as usize])
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Some(m) = self.mmap.take() {
+            unmap_later(m);
+        }
+    }
+}
+
+/// Unmaps on a background thread: tearing down a large, populated mapping
+/// takes tens of milliseconds, which must not land on a writer or a reader.
+fn unmap_later(m: Mmap) {
+    static REAPER: OnceLock<Mutex<mpsc::Sender<Mmap>>> = OnceLock::new();
+    let tx = REAPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Mmap>();
+        // If the thread cannot start, the receiver is gone and the send below
+        // fails: then the mapping is simply dropped here.
+        let _ = std::thread::Builder::new()
+            .name("cairn-unmap".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        Mutex::new(tx)
+    });
+    if let Err(mpsc::SendError(m)) = tx.lock().expect("reaper lock").send(m) {
+        drop(m);
     }
 }
 
@@ -189,7 +239,7 @@ impl std::ops::Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Small { len, buf } => &buf[..*len as usize],
-            Bytes::Mapped { map, at, len } => &map.mmap[*at..*at + *len],
+            Bytes::Mapped { map, at, len } => &map.bytes()[*at..*at + *len],
             Bytes::Owned(b) => b,
         }
     }

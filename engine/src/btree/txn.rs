@@ -290,14 +290,23 @@ impl WriteTxn {
             .map_err(io("write meta"))?;
         w.storage.sync().map_err(io("fdatasync"))?;
 
-        let map = if grew {
-            Arc::new(Mapping::new(w.storage.file()).map_err(io("map"))?)
+        // A new mapping only when the file outgrew the current one; within it
+        // (after an earlier shrink), raising the limit is enough.
+        let new_map = if grew && w.file_len > self.ctx.map.len() {
+            Some(Arc::new(Mapping::new(w.storage.file()).map_err(io("map"))?))
         } else {
-            self.ctx.map.clone()
+            if grew {
+                self.ctx.map.set_limit(w.file_len);
+            }
+            None
         };
         let mut s = inner.shared();
         s.meta = meta;
-        s.map = map;
+        if let Some(map) = new_map {
+            s.mappings.retain(|m| m.strong_count() > 0);
+            s.mappings.push(Arc::downgrade(&map));
+            s.map = map;
+        }
         s.free_pages = w.alloc.free_pages();
         s.pending_pages = w.alloc.pending_pages();
         s.file_len = w.file_len;
