@@ -166,6 +166,17 @@ pub fn run(args: DefragArgs) -> anyhow::Result<()> {
     let check = db.check();
     anyhow::ensure!(check.is_ok(), "check after defrag: {:?}", check.problems);
 
+    // The same writer alone again: commits now carry a compact free list.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = {
+        let (db, stop) = (db.clone(), stop.clone());
+        let vs = args.value_size;
+        std::thread::spawn(move || writer(db, stop, vs))
+    };
+    std::thread::sleep(Duration::from_secs_f64(args.baseline_seconds));
+    stop.store(true, Ordering::Relaxed);
+    let post = w.join().expect("writer")?;
+
     let max_us = during.max() as f64 / 1000.0;
     if args.json {
         println!(
@@ -176,6 +187,7 @@ pub fn run(args: DefragArgs) -> anyhow::Result<()> {
                 "pages_moved": report.pages_moved, "longest_step_us": report.longest_step.as_secs_f64() * 1e6,
                 "writer_baseline": {"txns": baseline.len(), "p50_us": us(&baseline, 0.5), "p99_us": us(&baseline, 0.99), "max_us": baseline.max() as f64 / 1000.0},
                 "writer_during": {"txns": during.len(), "p50_us": us(&during, 0.5), "p99_us": us(&during, 0.99), "p999_us": us(&during, 0.999), "max_us": max_us},
+                "writer_after": {"txns": post.len(), "p50_us": us(&post, 0.5), "p99_us": us(&post, 0.99), "max_us": post.max() as f64 / 1000.0},
             })
         );
     } else {
@@ -206,6 +218,13 @@ pub fn run(args: DefragArgs) -> anyhow::Result<()> {
             us(&during, 0.99),
             us(&during, 0.999),
             max_us
+        );
+        println!(
+            "writer afterwards  {} txns: p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            post.len(),
+            us(&post, 0.5),
+            us(&post, 0.99),
+            post.max() as f64 / 1000.0
         );
     }
     Ok(())

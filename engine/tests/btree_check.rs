@@ -39,7 +39,8 @@ fn check(path: &Path) -> (Vec<Problem>, Vec<Option<Use>>) {
         .flatten()
         .max_by_key(|m| m.txid)
         .unwrap();
-    let map = Mapping::new(&file).unwrap();
+    let len = file.metadata().unwrap().len();
+    let map = Mapping::new(&file, len, len).unwrap();
     let (report, uses) = check_snapshot(&map, &meta);
     (report.problems, uses)
 }

@@ -54,3 +54,48 @@ fn smoke() {
     let b = rt.bucket(b"a").unwrap().unwrap();
     assert_eq!(b.iter().count(), 1000);
 }
+
+#[test]
+fn closing_a_database_releases_its_lock_at_once_and_a_second_writer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let no_wait = Options {
+        lock_timeout: std::time::Duration::ZERO,
+        ..Options::default()
+    };
+    let db = Db::open(&path, no_wait.clone()).unwrap();
+    // Populate and read so the mapping has pages faulted in.
+    let mut tx = db.begin_write().unwrap();
+    let mut b = tx.create_bucket(b"a").unwrap();
+    for i in 0..5000u32 {
+        b.put(&key(i), &[7u8; 300]).unwrap();
+    }
+    tx.commit().unwrap();
+    assert_eq!(
+        db.begin_read()
+            .bucket(b"a")
+            .unwrap()
+            .unwrap()
+            .iter()
+            .count(),
+        5000
+    );
+    assert!(matches!(
+        Db::open(&path, no_wait.clone()),
+        Err(cairn_engine::btree::Error::Locked(_))
+    ));
+    drop(db);
+    for _ in 0..20 {
+        let db = Db::open(&path, no_wait.clone())
+            .expect("the lock is free the moment the database is closed");
+        assert_eq!(
+            db.begin_read()
+                .bucket(b"a")
+                .unwrap()
+                .unwrap()
+                .iter()
+                .count(),
+            5000
+        );
+    }
+}

@@ -291,7 +291,9 @@ impl Db {
                 meta.txid, meta.hwm, file_len
             )));
         }
-        let map = Arc::new(Mapping::new(storage.file()).map_err(io("map", path))?);
+        let map = Arc::new(
+            Mapping::new(storage.file(), file_len, reach(file_len)).map_err(io("map", path))?,
+        );
         let free = if meta.freelist == EMPTY {
             Vec::new()
         } else {
@@ -383,6 +385,12 @@ impl Db {
             readers: s.readers.values().sum(),
         }
     }
+}
+
+/// How far to map a file of `len` bytes: twice its size (at least 64 MiB), so
+/// growth seldom needs a new mapping.
+pub(crate) fn reach(len: u64) -> u64 {
+    (2 * len).max(64 << 20)
 }
 
 /// Writes a new, empty database: two metas, no tree. Built under a temporary

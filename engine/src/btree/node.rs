@@ -8,10 +8,10 @@
 //! page reachable by the committed tree, or by any reader, is ever written.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 use super::error::{Error, Result};
 use super::freelist::Freed;
@@ -24,17 +24,20 @@ use super::page::{
 /// when the file grows past it, new transactions get a new mapping and old
 /// readers keep theirs.
 ///
-/// `limit` is how much of the mapping lies inside the file. Shrinking the file
-/// lowers it first and keeps the mapping (unmapping a large, populated mapping
-/// takes tens of milliseconds), so even a corrupt page reference into the
-/// cut-off part is an error, never a fault.
+/// The mapping reaches past the end of the file (about twice the file's size)
+/// so that growth rarely needs a new one: unmapping a large populated mapping
+/// takes tens of milliseconds. `limit` is how much of it lies inside the file
+/// — raised as the file grows, lowered before it shrinks — and no access goes
+/// past it, so even a corrupt page reference beyond the file is an error,
+/// never a fault.
 pub struct Mapping {
-    mmap: Option<Mmap>,
+    mmap: Mmap,
     limit: AtomicU64,
 }
 
 impl Mapping {
-    pub fn new(file: &File) -> std::io::Result<Self> {
+    /// Maps `file` (of `file_len` bytes) with room to grow to `reach` bytes.
+    pub fn new(file: &File, file_len: u64, reach: u64) -> std::io::Result<Self> {
         // SAFETY: the mapping is read-only, and the bytes a holder reads never
         // change while it holds them: the file is flock'ed (exclusively by the
         // one writing process, shared by read-only openers, so no other
@@ -42,17 +45,21 @@ impl Mapping {
         // page that a live transaction can reach — pages are written only after
         // being allocated, and freed pages are reused or cut off only once
         // every transaction that could reach them has ended. Accesses stay
-        // below `limit`, which never exceeds the file's length.
-        let mmap = unsafe { Mmap::map(file)? };
-        let limit = AtomicU64::new(mmap.len() as u64);
+        // below `limit`, which never exceeds the file's length, so the part of
+        // the mapping past the end of the file is never touched.
+        let mmap = unsafe {
+            MmapOptions::new()
+                .len(reach.max(file_len) as usize)
+                .map(file)?
+        };
         Ok(Mapping {
-            mmap: Some(mmap),
-            limit,
+            mmap,
+            limit: AtomicU64::new(file_len),
         })
     }
 
     fn bytes(&self) -> &[u8] {
-        self.mmap.as_deref().expect("mapped until dropped")
+        &self.mmap
     }
 
     pub fn len(&self) -> u64 {
@@ -64,7 +71,7 @@ impl Mapping {
     }
 
     /// Sets how much of the mapping lies inside the file: lowered before the
-    /// file is shortened, raised after it grows back within the mapping.
+    /// file is shortened, raised after it grows within the mapping.
     pub(crate) fn set_limit(&self, bytes: u64) {
         self.limit.store(bytes.min(self.len()), Ordering::Release);
     }
@@ -109,32 +116,6 @@ impl Mapping {
     pub fn overflow(&self, id: PageId, len: u64, ps: usize) -> Result<&[u8]> {
         let run = self.span(id, span_for(len as usize, ps), ps)?;
         Ok(&run[HEADER_LEN..HEADER_LEN + len as usize])
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if let Some(m) = self.mmap.take() {
-            unmap_later(m);
-        }
-    }
-}
-
-/// Unmaps on a background thread: tearing down a large, populated mapping
-/// takes tens of milliseconds, which must not land on a writer or a reader.
-fn unmap_later(m: Mmap) {
-    static REAPER: OnceLock<Mutex<mpsc::Sender<Mmap>>> = OnceLock::new();
-    let tx = REAPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Mmap>();
-        // If the thread cannot start, the receiver is gone and the send below
-        // fails: then the mapping is simply dropped here.
-        let _ = std::thread::Builder::new()
-            .name("cairn-unmap".into())
-            .spawn(move || rx.into_iter().for_each(drop));
-        Mutex::new(tx)
-    });
-    if let Err(mpsc::SendError(m)) = tx.lock().expect("reaper lock").send(m) {
-        drop(m);
     }
 }
 

@@ -293,7 +293,10 @@ impl WriteTxn {
         // A new mapping only when the file outgrew the current one; within it
         // (after an earlier shrink), raising the limit is enough.
         let new_map = if grew && w.file_len > self.ctx.map.len() {
-            Some(Arc::new(Mapping::new(w.storage.file()).map_err(io("map"))?))
+            Some(Arc::new(
+                Mapping::new(w.storage.file(), w.file_len, super::db::reach(w.file_len))
+                    .map_err(io("map"))?,
+            ))
         } else {
             if grew {
                 self.ctx.map.set_limit(w.file_len);
