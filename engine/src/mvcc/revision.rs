@@ -85,6 +85,20 @@ impl RevisionKey {
         out
     }
 
+    /// The encoded key in a stack buffer: `buf[..len]`.
+    pub fn to_array(&self) -> ([u8; TOMBSTONE_LEN], usize) {
+        let mut buf = [0u8; TOMBSTONE_LEN];
+        buf[..8].copy_from_slice(&(self.revision.main as u64).to_be_bytes());
+        buf[8] = SEPARATOR;
+        buf[9..17].copy_from_slice(&(self.revision.sub as u64).to_be_bytes());
+        if self.tombstone {
+            buf[17] = TOMBSTONE;
+            (buf, TOMBSTONE_LEN)
+        } else {
+            (buf, REVISION_LEN)
+        }
+    }
+
     pub fn decode(b: &[u8]) -> Result<Self, RevisionKeyError> {
         if b.len() != REVISION_LEN && b.len() != TOMBSTONE_LEN {
             return Err(RevisionKeyError::Length(b.len()));
@@ -141,6 +155,8 @@ mod tests {
             let ka = RevisionKey { revision: Revision::new(a.0, a.1), tombstone: ta };
             let kb = RevisionKey { revision: Revision::new(b.0, b.1), tombstone: tb };
             prop_assert_eq!(RevisionKey::decode(&ka.encode()), Ok(ka));
+            let (buf, len) = ka.to_array();
+            prop_assert_eq!(&buf[..len], &ka.encode()[..]);
             if ka.revision != kb.revision {
                 prop_assert_eq!(ka.encode().cmp(&kb.encode()), ka.revision.cmp(&kb.revision));
             }
