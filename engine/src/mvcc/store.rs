@@ -218,6 +218,8 @@ struct CompactJob {
 #[derive(Default)]
 struct CompactQueue {
     jobs: VecDeque<CompactJob>,
+    /// Jobs queued or running.
+    pending: usize,
     stop: bool,
 }
 
@@ -553,6 +555,16 @@ impl Store {
         inner.wait_committed(seq)
     }
 
+    /// Waits until every scheduled compaction (those resumed at open too) has
+    /// finished its pass over the B+tree, or the store stopped.
+    pub fn wait_compactions(&self) {
+        let inner = &*self.inner;
+        let mut q = lock(&inner.compact);
+        while q.pending > 0 && !q.stop {
+            q = inner.compact_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Commits what is buffered and stops the store's threads. Other handles
     /// (and watch streams) stay valid but refuse writes.
     pub fn close(self) -> Result<()> {
@@ -732,11 +744,14 @@ impl Inner {
 
     fn schedule_compaction(&self, rev: i64, wait_seq: u64) -> Arc<Completion> {
         let done = Arc::new(Completion::default());
-        lock(&self.compact).jobs.push_back(CompactJob {
+        let mut q = lock(&self.compact);
+        q.jobs.push_back(CompactJob {
             rev,
             wait_seq,
             done: done.clone(),
         });
+        q.pending += 1;
+        drop(q);
         self.compact_cv.notify_all();
         done
     }
@@ -947,6 +962,9 @@ fn compactor(inner: Arc<Inner>) {
                         j.done
                             .finish(Err("store closed before compaction finished".into()));
                     }
+                    q.pending = 0;
+                    drop(q);
+                    inner.compact_cv.notify_all();
                     return;
                 }
                 if let Some(j) = q.jobs.pop_front() {
@@ -961,6 +979,8 @@ fn compactor(inner: Arc<Inner>) {
             Err(e) => tracing::warn!(compact_revision = job.rev, error = %e, "compaction stopped"),
         }
         job.done.finish(r.map_err(|e| e.to_string()));
+        lock(&inner.compact).pending -= 1;
+        inner.compact_cv.notify_all();
     }
 }
 
