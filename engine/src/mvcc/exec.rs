@@ -77,7 +77,9 @@ pub(crate) struct Selected {
 pub(crate) fn select(idx: &IndexState, r: &RangeRequest, cur: i64) -> Result<Selected> {
     let at = read_revision(idx, r.revision, cur)?;
     let iv = Interval::from_etcd(&r.key, &r.range_end);
-    let plain = effective_order(r) == SortOrder::None && !has_filters(r);
+    // As etcd: without an explicit order or filters only `limit + 1` keys
+    // are fetched — a non-key sort target then sorts just those.
+    let plain = r.sort_order == SortOrder::None && !has_filters(r);
     let keep = if r.count_only {
         0
     } else if plain && r.limit > 0 {

@@ -2,6 +2,8 @@
 //! values (the server converts its protobuf messages to and from these), and
 //! the checks etcd makes before a request is accepted.
 
+use std::collections::HashSet;
+
 use super::error::{Error, Result};
 use super::kv::KeyValue;
 
@@ -312,7 +314,7 @@ fn deleted(dels: &Deletes, k: &[u8]) -> bool {
     })
 }
 
-fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Deletes)> {
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Deletes)> {
     let mut dels: Deletes = ops
         .iter()
         .filter_map(|op| match op {
@@ -321,7 +323,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Deletes)> {
             _ => None,
         })
         .collect();
-    let mut puts: Vec<Vec<u8>> = Vec::new();
+    let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in ops {
         let RequestOp::Txn(t) = op else { continue };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
@@ -330,13 +332,13 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Deletes)> {
             if puts.contains(k) || deleted(&dels, k) {
                 return Err(Error::DuplicateKey);
             }
-            puts.push(k.clone());
+            puts.insert(k.clone());
         }
         for k in &puts_else {
             if (puts.contains(k) && !puts_then.contains(k)) || deleted(&dels, k) {
                 return Err(Error::DuplicateKey);
             }
-            puts.push(k.clone());
+            puts.insert(k.clone());
         }
         dels.extend(dels_then);
         dels.extend(dels_else);
@@ -346,7 +348,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Deletes)> {
         if puts.contains(&p.key) || deleted(&dels, &p.key) {
             return Err(Error::DuplicateKey);
         }
-        puts.push(p.key.clone());
+        puts.insert(p.key.clone());
     }
     Ok((puts, dels))
 }
@@ -381,6 +383,9 @@ mod tests {
         assert!(!dup(txn(vec![nested.clone()], vec![])));
         // ... but not alongside a put of it in the parent.
         assert!(dup(txn(vec![nested.clone(), put("k")], vec![])));
+        // One level further up the key counts once.
+        let middle = RequestOp::Txn(txn(vec![nested.clone()], vec![]));
+        assert!(!dup(txn(vec![middle], vec![])));
         // A parent's deletion covers its children's puts, and the reverse.
         assert!(dup(txn(vec![del("a", "z"), nested.clone()], vec![])));
         let nested_del = RequestOp::Txn(txn(vec![del("k", "")], vec![]));
