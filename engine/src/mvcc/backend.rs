@@ -55,17 +55,24 @@ impl AuxOp {
     }
 }
 
-/// One record of the `key` bucket, waiting in a batch.
+/// One record of the `key` bucket, waiting in a batch; its bytes are at
+/// `at..at + len` of the batch's arena.
 pub(crate) struct Record {
     pub rev: Revision,
     pub tombstone: bool,
-    pub bytes: Box<[u8]>,
+    at: usize,
+    len: usize,
 }
 
 #[derive(Default)]
 pub(crate) struct BatchData {
     /// In revision order.
     pub records: Vec<Record>,
+    /// The records' bytes, back to back: a batch is freed as a few large
+    /// allocations by the committer, not as one small one per record
+    /// (allocations made on the applier's thread and freed on another are
+    /// what a general-purpose allocator does worst).
+    arena: Vec<u8>,
     pub aux: Vec<AuxOp>,
     /// The last entry applied into this batch.
     pub applied: Option<EntryId>,
@@ -76,6 +83,24 @@ pub(crate) struct BatchData {
 impl BatchData {
     pub fn is_dirty(&self) -> bool {
         !self.records.is_empty() || !self.aux.is_empty() || self.applied.is_some()
+    }
+
+    /// Appends a record whose bytes `encode` writes to the end of the
+    /// arena it is given.
+    pub fn push(&mut self, rev: Revision, tombstone: bool, encode: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.arena.len();
+        encode(&mut self.arena);
+        self.records.push(Record {
+            rev,
+            tombstone,
+            at,
+            len: self.arena.len() - at,
+        });
+    }
+
+    /// The bytes of a record of this batch.
+    pub fn bytes(&self, r: &Record) -> &[u8] {
+        &self.arena[r.at..r.at + r.len]
     }
 }
 
@@ -109,7 +134,7 @@ impl Batch {
             return None;
         }
         let i = d.records.binary_search_by(|r| r.rev.cmp(&rev)).ok()?;
-        Some(decode(&d.records[i].bytes, rev))
+        Some(decode(d.bytes(&d.records[i]), rev))
     }
 }
 
@@ -197,7 +222,7 @@ impl Snapshot {
                         revision: r.rev,
                         tombstone: r.tombstone,
                     };
-                    if !f(rk, &r.bytes)? {
+                    if !f(rk, d.bytes(r))? {
                         return Ok(());
                     }
                 }
@@ -226,7 +251,7 @@ pub(crate) fn commit_batches(db: &Db, batches: &[Arc<Batch>]) -> Result<()> {
                     tombstone: r.tombstone,
                 }
                 .to_array();
-                kb.put(&k[..n], &r.bytes)?;
+                kb.put(&k[..n], d.bytes(r))?;
             }
             applied = d.applied.or(applied);
             scheduled = d.scheduled_compact.or(scheduled);

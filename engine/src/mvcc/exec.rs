@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::backend::{Batch, Record, Snapshot};
+use super::backend::{Batch, Snapshot};
 use super::error::{Error, Result};
 use super::index::{Found, Interval, KeyIndex};
 use super::kv::{Event, EventKind, KeyValue};
@@ -411,11 +411,13 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn push(&mut self, rev: Revision, tombstone: bool, bytes: Vec<u8>, event: Event) {
-        self.active.write().records.push(Record {
-            rev,
-            tombstone,
-            bytes: bytes.into_boxed_slice(),
+    fn push(&mut self, rev: Revision, tombstone: bool, event: Event) {
+        self.active.write().push(rev, tombstone, |out| {
+            if tombstone {
+                KeyValue::encode_tombstone_into(&event.kv.key, out)
+            } else {
+                event.kv.encode_into(out)
+            }
         });
         self.changes.push(event);
     }
@@ -445,13 +447,12 @@ impl Exec<'_> {
             value,
             lease,
         };
-        let bytes = kv.encode();
         let event = Event {
             kind: EventKind::Put,
             kv: Arc::new(kv),
             prev_kv: None,
         };
-        self.push(rev, false, bytes, event);
+        self.push(rev, false, event);
         Ok(PutResponse {
             revision: self.main,
             prev_kv: if p.prev_kv { prev } else { None },
@@ -480,7 +481,6 @@ impl Exec<'_> {
                     "deleting a key the index just listed".into(),
                 ));
             }
-            let bytes = KeyValue::encode_tombstone(key);
             let event = Event {
                 kind: EventKind::Delete,
                 kv: Arc::new(KeyValue {
@@ -490,7 +490,7 @@ impl Exec<'_> {
                 }),
                 prev_kv: None,
             };
-            self.push(rev, true, bytes, event);
+            self.push(rev, true, event);
         }
         Ok(DeleteRangeResponse {
             revision: if self.changes.is_empty() {

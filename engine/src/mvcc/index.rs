@@ -12,8 +12,12 @@
 //! newest one at or below `c`; that newest one is *kept* (reads at `c` still
 //! need it). A key left with nothing is removed.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
+
+use smallvec::SmallVec;
 
 use super::revision::Revision;
 
@@ -28,6 +32,10 @@ pub struct Found {
     pub version: i64,
 }
 
+/// Revisions of one generation, ascending; the first is kept inline, so a key
+/// changed once since the last compaction costs no allocation.
+type Revs = SmallVec<[Revision; 1]>;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Generation {
     created: i64,
@@ -35,27 +43,36 @@ struct Generation {
     ver: i64,
     /// Revisions still held, ascending; a closed generation ends with its
     /// tombstone.
-    revs: Vec<Revision>,
+    revs: Revs,
 }
 
-/// One key's history.
+/// One key's history: closed generations (each ended by a tombstone), then
+/// the current one, which is empty while the key is deleted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyHistory {
-    /// Oldest first; every one but the last is closed.
-    gens: Vec<Generation>,
+    /// Oldest first; empty (no allocation) for a key never deleted since the
+    /// last compaction.
+    closed: Vec<Generation>,
+    cur: Generation,
 }
 
 impl KeyHistory {
-    fn last(&mut self) -> &mut Generation {
-        if self.gens.is_empty() {
-            self.gens.push(Generation::default());
-        }
-        self.gens.last_mut().expect("just ensured")
+    /// Generations, oldest first, the current one last.
+    fn gens(&self) -> impl DoubleEndedIterator<Item = &Generation> {
+        self.closed.iter().chain(std::iter::once(&self.cur))
+    }
+
+    fn gen_count(&self) -> usize {
+        self.closed.len() + 1
+    }
+
+    fn gen_at(&self, i: usize) -> &Generation {
+        self.closed.get(i).unwrap_or(&self.cur)
     }
 
     /// Whether the key exists at the newest revision.
     pub fn alive(&self) -> bool {
-        self.gens.last().is_some_and(|g| !g.revs.is_empty())
+        !self.cur.revs.is_empty()
     }
 
     /// Records a put at `rev`. A put that creates the key starts a generation
@@ -63,7 +80,7 @@ impl KeyHistory {
     /// back from storage, whose earlier history may have been compacted).
     /// Returns the key's creation revision and version after the put.
     pub fn put(&mut self, rev: Revision, restored: Option<(i64, i64)>) -> (i64, i64) {
-        let g = self.last();
+        let g = &mut self.cur;
         if g.revs.is_empty() {
             let (created, ver) = restored.map_or((rev.main, 0), |(c, v)| (c, v - 1));
             g.created = created;
@@ -79,10 +96,10 @@ impl KeyHistory {
         if !self.alive() {
             return false;
         }
-        let g = self.last();
+        let mut g = std::mem::take(&mut self.cur);
         g.revs.push(rev);
         g.ver += 1;
-        self.gens.push(Generation::default());
+        self.closed.push(g);
         true
     }
 
@@ -90,84 +107,206 @@ impl KeyHistory {
     /// already compacted away (a compaction interrupted by a crash): recorded
     /// as a closed generation of its own, which the resumed compaction drops.
     fn orphan_tombstone(&mut self, rev: Revision) {
-        if self.gens.last().is_some_and(|g| g.revs.is_empty()) {
-            self.gens.pop();
-        }
-        self.gens.push(Generation {
+        debug_assert!(!self.alive());
+        self.closed.push(Generation {
             created: rev.main,
             ver: 1,
-            revs: vec![rev],
+            revs: smallvec::smallvec![rev],
         });
-        self.gens.push(Generation::default());
     }
 
     /// The key at revision `at`, if it existed then.
     pub fn get(&self, at: i64) -> Option<Found> {
-        let last = self.gens.len().checked_sub(1)?;
-        for (gi, g) in self.gens.iter().enumerate().rev() {
-            let Some(first) = g.revs.first() else {
-                continue;
-            };
-            if gi != last && g.revs.last().expect("non-empty").main <= at {
+        let g = &self.cur;
+        if g.revs.first().is_some_and(|f| f.main <= at) {
+            return Some(Self::found_in(g, at));
+        }
+        for g in self.closed.iter().rev() {
+            if g.revs
+                .last()
+                .expect("a closed generation ends with its tombstone")
+                .main
+                <= at
+            {
                 // Deleted at or before `at`, and not recreated by then.
                 return None;
             }
-            if first.main <= at {
-                let idx = g.revs.partition_point(|r| r.main <= at) - 1;
-                return Some(Found {
-                    rev: g.revs[idx],
-                    created: g.created,
-                    version: g.ver - (g.revs.len() - 1 - idx) as i64,
-                });
+            if g.revs.first().expect("non-empty").main <= at {
+                return Some(Self::found_in(g, at));
             }
         }
         None
+    }
+
+    fn found_in(g: &Generation, at: i64) -> Found {
+        let idx = g.revs.partition_point(|r| r.main <= at) - 1;
+        Found {
+            rev: g.revs[idx],
+            created: g.created,
+            version: g.ver - (g.revs.len() - 1 - idx) as i64,
+        }
     }
 
     /// Index of the first generation compaction at `at` keeps, and within it
     /// the index of the newest revision at or below `at`.
     fn compaction_point(&self, at: i64) -> (usize, Option<usize>) {
         let mut gi = 0;
-        while gi + 1 < self.gens.len() && self.gens[gi].revs.last().is_some_and(|t| t.main <= at) {
+        while gi + 1 < self.gen_count() && self.gen_at(gi).revs.last().is_some_and(|t| t.main <= at)
+        {
             gi += 1;
         }
-        let revs = &self.gens[gi].revs;
+        let revs = &self.gen_at(gi).revs;
         let n = revs.partition_point(|r| r.main <= at);
         (gi, n.checked_sub(1))
     }
 
     /// The revision at or below `at` that compacting at `at` keeps.
     pub fn kept(&self, at: i64) -> Option<Revision> {
-        if self.gens.is_empty() {
-            return None;
-        }
         let (gi, idx) = self.compaction_point(at);
-        idx.map(|i| self.gens[gi].revs[i])
+        idx.map(|i| self.gen_at(gi).revs[i])
     }
 
     /// Compacts at `at`; returns the kept revision (see [`KeyHistory::kept`])
     /// and whether the key is left with nothing.
     pub fn compact(&mut self, at: i64) -> (Option<Revision>, bool) {
-        if self.gens.is_empty() {
-            return (None, true);
-        }
         let (gi, idx) = self.compaction_point(at);
-        self.gens.drain(..gi);
+        self.closed.drain(..gi.min(self.closed.len()));
+        if self.closed.is_empty() {
+            // Give the allocation back: most keys never see a deletion again.
+            self.closed = Vec::new();
+        }
+        let g = self.closed.first_mut().unwrap_or(&mut self.cur);
         let kept = idx.map(|i| {
-            self.gens[0].revs.drain(..i);
-            self.gens[0].revs[0]
+            g.revs.drain(..i);
+            if g.revs.spilled() && g.revs.capacity() > 2 * g.revs.len() {
+                g.revs.shrink_to_fit();
+            }
+            g.revs[0]
         });
-        let empty = self.gens.len() == 1 && self.gens[0].revs.is_empty();
+        let empty = self.closed.is_empty() && self.cur.revs.is_empty();
         (kept, empty)
     }
 
     /// All revisions held, oldest first (for tests and tools).
     pub fn revisions(&self) -> Vec<Revision> {
-        self.gens
-            .iter()
-            .flat_map(|g| g.revs.iter().copied())
-            .collect()
+        self.gens().flat_map(|g| g.revs.iter().copied()).collect()
     }
+}
+
+/// A key as the index holds it: its first eight bytes as a big-endian
+/// integer beside the whole key. Comparing the integers orders keys as their
+/// bytes do whenever they differ, so most comparisons in a search stay inside
+/// the map's node instead of following a pointer to each key's bytes.
+#[derive(Clone, Debug)]
+struct IndexKey {
+    head: u64,
+    bytes: Box<[u8]>,
+}
+
+/// The first eight bytes of `k` (zero-padded), big-endian. If two keys'
+/// heads differ, they order as the keys do: the first differing byte is
+/// within both keys, or one key ended there and is a prefix of the other.
+fn head(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl IndexKey {
+    fn new(k: &[u8]) -> IndexKey {
+        IndexKey {
+            head: head(k),
+            bytes: k.into(),
+        }
+    }
+}
+
+/// What lookups compare: a stored key or a borrowed probe, so a search needs
+/// no allocation.
+trait KeyLike {
+    fn parts(&self) -> (u64, &[u8]);
+}
+
+impl KeyLike for IndexKey {
+    fn parts(&self) -> (u64, &[u8]) {
+        (self.head, &self.bytes)
+    }
+}
+
+/// A borrowed key to search for.
+struct Probe<'a> {
+    head: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(k: &'a [u8]) -> Probe<'a> {
+        Probe {
+            head: head(k),
+            bytes: k,
+        }
+    }
+}
+
+impl KeyLike for Probe<'_> {
+    fn parts(&self) -> (u64, &[u8]) {
+        (self.head, self.bytes)
+    }
+}
+
+fn compare(a: (u64, &[u8]), b: (u64, &[u8])) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))
+}
+
+impl PartialEq for dyn KeyLike + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        compare(self.parts(), other.parts()) == Ordering::Equal
+    }
+}
+impl Eq for dyn KeyLike + '_ {}
+impl PartialOrd for dyn KeyLike + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for dyn KeyLike + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(self.parts(), other.parts())
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.head == other.head && self.bytes == other.bytes
+    }
+}
+impl Eq for IndexKey {}
+impl PartialOrd for IndexKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for IndexKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(self.parts(), other.parts())
+    }
+}
+
+impl<'a> Borrow<dyn KeyLike + 'a> for IndexKey {
+    fn borrow(&self) -> &(dyn KeyLike + 'a) {
+        self
+    }
+}
+
+/// A record read back from the `key` bucket, for [`KeyIndex::rebuild`].
+#[derive(Clone, Copy, Debug)]
+pub struct StoredRecord<'a> {
+    pub key: &'a [u8],
+    pub rev: Revision,
+    pub tombstone: bool,
+    pub created: i64,
+    pub version: i64,
 }
 
 /// A key range: one key, or `[start, end)` with an optional end.
@@ -226,57 +365,100 @@ impl Interval {
 /// Every key's history, ordered by key.
 #[derive(Clone, Debug, Default)]
 pub struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, KeyHistory>,
+    keys: BTreeMap<IndexKey, KeyHistory>,
+}
+
+/// A bound on a key, as the map compares it.
+fn probe_bound(b: Bound<&[u8]>) -> Bound<Probe<'_>> {
+    b.map(Probe::new)
+}
+
+fn dyn_bound<'p, 'a>(b: &'p Bound<Probe<'a>>) -> Bound<&'p (dyn KeyLike + 'a)> {
+    b.as_ref().map(|p| p as &dyn KeyLike)
 }
 
 impl KeyIndex {
+    fn history_mut(&mut self, key: &[u8]) -> Option<&mut KeyHistory> {
+        self.keys.get_mut(&Probe::new(key) as &dyn KeyLike)
+    }
+
     /// Records a put of `key` at `rev`; returns the key's creation revision
     /// and version after it.
     pub fn put(&mut self, key: &[u8], rev: Revision) -> (i64, i64) {
-        match self.keys.get_mut(key) {
-            Some(h) => h.put(rev, None),
-            None => {
-                let mut h = KeyHistory::default();
-                let r = h.put(rev, None);
-                self.keys.insert(key.to_vec(), h);
-                r
-            }
+        if let Some(h) = self.history_mut(key) {
+            return h.put(rev, None);
         }
+        let mut h = KeyHistory::default();
+        let r = h.put(rev, None);
+        self.keys.insert(IndexKey::new(key), h);
+        r
     }
 
     /// Deletes `key` at `rev`; false if it did not exist.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        self.keys.get_mut(key).is_some_and(|h| h.tombstone(rev))
+        self.history_mut(key).is_some_and(|h| h.tombstone(rev))
     }
 
-    /// Rebuilds from a record read back from storage, in revision order.
-    pub fn restore(
-        &mut self,
-        key: &[u8],
-        rev: Revision,
-        tombstone: bool,
-        created: i64,
-        version: i64,
-    ) {
-        let h = match self.keys.get_mut(key) {
-            Some(h) => h,
-            None => self.keys.entry(key.to_vec()).or_default(),
-        };
-        if tombstone {
-            if !h.tombstone(rev) {
-                h.orphan_tombstone(rev);
+    /// Adds one record read back from storage; records must come in
+    /// revision order.
+    pub fn restore(&mut self, r: &StoredRecord<'_>) {
+        if self.history_mut(r.key).is_none() {
+            self.keys
+                .insert(IndexKey::new(r.key), KeyHistory::default());
+        }
+        let h = self.history_mut(r.key).expect("just inserted");
+        restore_into(h, r);
+    }
+
+    /// Builds the index from every record of the `key` bucket, given in
+    /// revision order, in one pass: the records are grouped by key with a
+    /// sort, each key's history is built from its group, and the map is
+    /// built from the sorted histories (linear, no searches). `latest` is
+    /// called with the position in `records` of each key's newest record.
+    pub fn rebuild(records: &[StoredRecord<'_>], mut latest: impl FnMut(usize)) -> KeyIndex {
+        // (head, position): sorting these moves 16 bytes per record, and
+        // comparisons touch the keys themselves only on equal heads.
+        let mut order: Vec<(u64, u32)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (head(r.key), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| records[a.1 as usize].key.cmp(records[b.1 as usize].key))
+                .then(a.1.cmp(&b.1))
+        });
+        let mut sorted: Vec<(IndexKey, KeyHistory)> = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let first = &records[order[i].1 as usize];
+            let mut h = KeyHistory::default();
+            let mut j = i;
+            while j < order.len() && records[order[j].1 as usize].key == first.key {
+                restore_into(&mut h, &records[order[j].1 as usize]);
+                j += 1;
             }
-        } else {
-            h.put(rev, Some((created, version)));
+            latest(order[j - 1].1 as usize);
+            sorted.push((
+                IndexKey {
+                    head: order[i].0,
+                    bytes: first.key.into(),
+                },
+                h,
+            ));
+            i = j;
+        }
+        KeyIndex {
+            keys: sorted.into_iter().collect(),
         }
     }
 
     pub fn get(&self, key: &[u8], at: i64) -> Option<Found> {
-        self.keys.get(key)?.get(at)
+        self.history(key)?.get(at)
     }
 
     pub fn history(&self, key: &[u8]) -> Option<&KeyHistory> {
-        self.keys.get(key)
+        self.keys.get(&Probe::new(key) as &dyn KeyLike)
     }
 
     /// Keys of the interval that exist at `at`, in key order.
@@ -285,12 +467,30 @@ impl KeyIndex {
         iv: &'a Interval,
         at: i64,
     ) -> impl Iterator<Item = (&'a [u8], Found)> + 'a {
-        let it: Box<dyn Iterator<Item = (&'a Vec<u8>, &'a KeyHistory)>> = if iv.is_empty() {
-            Box::new(std::iter::empty())
-        } else {
-            Box::new(self.keys.range::<[u8], _>(iv.bounds()))
+        // A single key is one search; a range seeks to its start.
+        let (single, ranged) = match iv {
+            Interval::Single(k) => (
+                Some(self.keys.get_key_value(&Probe::new(k) as &dyn KeyLike)),
+                None,
+            ),
+            _ if iv.is_empty() => (None, None),
+            _ => {
+                let (lo, hi) = iv.bounds();
+                let (lo, hi) = (probe_bound(lo), probe_bound(hi));
+                (
+                    None,
+                    Some(
+                        self.keys
+                            .range::<dyn KeyLike, _>((dyn_bound(&lo), dyn_bound(&hi))),
+                    ),
+                )
+            }
         };
-        it.filter_map(move |(k, h)| h.get(at).map(|f| (k.as_slice(), f)))
+        single
+            .into_iter()
+            .flatten()
+            .chain(ranged.into_iter().flatten())
+            .filter_map(move |(k, h)| h.get(at).map(|f| (&k.bytes[..], f)))
     }
 
     /// Compacts every key at `at`; returns the revisions at or below `at` that
@@ -316,24 +516,22 @@ impl KeyIndex {
         limit: usize,
         keep: &mut HashSet<Revision>,
     ) -> Option<Vec<u8>> {
-        let start = from.map_or(Bound::Unbounded, Bound::Included);
+        let start = probe_bound(from.map_or(Bound::Unbounded, Bound::Included));
         let mut empty = Vec::new();
-        for (k, h) in self
+        let mut next = None;
+        let mut it = self
             .keys
-            .range_mut::<[u8], _>((start, Bound::Unbounded))
-            .take(limit)
-        {
+            .range_mut::<dyn KeyLike, _>((dyn_bound(&start), Bound::Unbounded));
+        for (k, h) in it.by_ref().take(limit) {
             let (kept, gone) = h.compact(at);
             keep.extend(kept);
             if gone {
                 empty.push(k.clone());
             }
         }
-        let next = self
-            .keys
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .nth(limit)
-            .map(|(k, _)| k.clone());
+        if let Some((k, _)) = it.next() {
+            next = Some(k.bytes.to_vec());
+        }
         for k in empty {
             self.keys.remove(&k);
         }
@@ -361,12 +559,14 @@ impl KeyIndex {
         limit: usize,
         keep: &mut HashSet<Revision>,
     ) -> Option<Vec<u8>> {
-        let start = from.map_or(Bound::Unbounded, Bound::Included);
-        let mut it = self.keys.range::<[u8], _>((start, Bound::Unbounded));
+        let start = probe_bound(from.map_or(Bound::Unbounded, Bound::Included));
+        let mut it = self
+            .keys
+            .range::<dyn KeyLike, _>((dyn_bound(&start), Bound::Unbounded));
         for (_, h) in it.by_ref().take(limit) {
             keep.extend(h.kept(at));
         }
-        it.next().map(|(k, _)| k.clone())
+        it.next().map(|(k, _)| k.bytes.to_vec())
     }
 
     /// Keys that currently exist.
@@ -384,12 +584,39 @@ impl KeyIndex {
     }
 }
 
+/// Adds a stored record to its key's history (records in revision order).
+fn restore_into(h: &mut KeyHistory, r: &StoredRecord<'_>) {
+    if r.tombstone {
+        if !h.tombstone(r.rev) {
+            h.orphan_tombstone(r.rev);
+        }
+    } else {
+        h.put(r.rev, Some((r.created, r.version)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn r(main: i64) -> Revision {
         Revision::new(main, 0)
+    }
+
+    fn rec(
+        key: &[u8],
+        rev: Revision,
+        tombstone: bool,
+        created: i64,
+        version: i64,
+    ) -> StoredRecord<'_> {
+        StoredRecord {
+            key,
+            rev,
+            tombstone,
+            created,
+            version,
+        }
     }
 
     /// put(2) put(3) delete(4) put(5), as in the module docs.
@@ -470,8 +697,8 @@ mod tests {
     fn restored_records_carry_creation_and_version_across_compacted_history() {
         let mut idx = KeyIndex::default();
         // Revisions 2 and 3 of "k" were compacted away; 4 holds version 3.
-        idx.restore(b"k", r(4), false, 2, 3);
-        idx.restore(b"k", r(6), false, 0, 0);
+        idx.restore(&rec(b"k", r(4), false, 2, 3));
+        idx.restore(&rec(b"k", r(6), false, 0, 0));
         assert_eq!(
             idx.get(b"k", 4),
             Some(Found {
@@ -488,10 +715,10 @@ mod tests {
                 version: 4
             })
         );
-        idx.restore(b"k", r(7), true, 0, 0);
+        idx.restore(&rec(b"k", r(7), true, 0, 0));
         assert_eq!(idx.get(b"k", 7), None);
         // A tombstone whose puts are gone does not break the rebuild.
-        idx.restore(b"x", r(8), true, 0, 0);
+        idx.restore(&rec(b"x", r(8), true, 0, 0));
         assert_eq!(idx.get(b"x", 8), None);
         assert!(idx.compact(8).is_empty());
         assert_eq!(idx.len(), 0);
@@ -523,8 +750,74 @@ mod tests {
         assert_eq!(keep, all);
         assert_eq!(chunked.len(), whole.len());
         for (k, h) in &whole.keys {
-            assert_eq!(chunked.history(k), Some(h));
+            assert_eq!(chunked.history(&k.bytes), Some(h));
         }
+    }
+
+    #[test]
+    fn a_rebuild_in_one_pass_matches_restoring_record_by_record() {
+        // Keys sharing their first eight bytes, prefixes of each other, and
+        // deleted, recreated and orphaned histories.
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"a",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefghi",
+            b"abcdefgi",
+            b"b",
+        ];
+        let mut records = Vec::new();
+        for i in 0..200i64 {
+            let k = keys[(i as usize * 7) % keys.len()];
+            records.push(rec(k, r(i + 2), i % 5 == 3, i / 3 + 1, 1 + i % 4));
+        }
+        let mut one_by_one = KeyIndex::default();
+        let mut latest_expected = std::collections::BTreeMap::new();
+        for rc in &records {
+            one_by_one.restore(rc);
+            latest_expected.insert(rc.key.to_vec(), rc.rev);
+        }
+        let mut latest = std::collections::BTreeMap::new();
+        let built = KeyIndex::rebuild(&records, |i| {
+            let rc = &records[i];
+            assert!(latest.insert(rc.key.to_vec(), rc.rev).is_none());
+        });
+        assert_eq!(latest, latest_expected);
+        assert_eq!(built.len(), one_by_one.len());
+        let a: Vec<_> = built.keys.iter().collect();
+        let b: Vec<_> = one_by_one.keys.iter().collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn keys_order_as_their_bytes_whatever_their_first_eight_bytes() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"abcdefg".to_vec(),
+            b"abcdefg\0".to_vec(),
+            b"abcdefg\0\0".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\xff".to_vec(),
+            b"abcdefh".to_vec(),
+            vec![0xff; 9],
+            vec![0xff; 8],
+        ];
+        let mut idx = KeyIndex::default();
+        for (i, k) in keys.iter().enumerate() {
+            idx.put(k, r(i as i64 + 2));
+        }
+        keys.sort();
+        let all = Interval::from_etcd(b"", b"\0");
+        let listed: Vec<Vec<u8>> = idx.range(&all, 100).map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(listed, keys);
+        let from = Interval::from_etcd(b"abcdefg\0", b"abcdefgh\xff");
+        let listed: Vec<Vec<u8>> = idx.range(&from, 100).map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(listed, keys[4..7].to_vec());
     }
 
     #[test]

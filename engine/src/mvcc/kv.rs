@@ -141,8 +141,13 @@ impl KeyValue {
     /// The record of a deletion: only the key.
     pub fn encode_tombstone(key: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(key.len() + 4);
-        put_bytes(&mut out, 0x0a, key);
+        Self::encode_tombstone_into(key, &mut out);
         out
+    }
+
+    /// [`KeyValue::encode_tombstone`], appended to `out`.
+    pub fn encode_tombstone_into(key: &[u8], out: &mut Vec<u8>) {
+        put_bytes(out, 0x0a, key);
     }
 
     pub fn decode(b: &[u8]) -> Result<KeyValue, DecodeError> {

@@ -19,7 +19,7 @@
 //! Lock order: writer → index → batch → view → commit; hub → view. Nothing
 //! holds a store lock while waiting for the B+tree's writer.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use super::backend::{AuxOp, Batch, EntryId, Snapshot, commit_batches};
 use super::error::{Error, Result};
 use super::exec::{self, Exec, IndexState, LeaseLookup};
-use super::index::KeyIndex;
+use super::index::{KeyIndex, StoredRecord};
 use super::kv::{Event, RecordHead};
 use super::request::{
     RangeRequest, RangeResponse, TxnRequest, TxnResponse, WriteRequest, WriteResponse,
@@ -840,8 +840,8 @@ fn restore(db: &Db) -> Result<Restored> {
     let kb = rt
         .bucket(schema::KEY)?
         .ok_or_else(|| Error::Corrupt("no key bucket".into()))?;
-    let mut index = KeyIndex::default();
-    let mut leases: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut records = Vec::new();
+    let mut record_leases = Vec::new();
     let mut max_rev = 1;
     for item in kb.iter() {
         let (k, v) = item?;
@@ -854,22 +854,22 @@ fn restore(db: &Db) -> Result<Restored> {
                 rk.revision
             )));
         }
-        index.restore(
-            head.key,
-            rk.revision,
-            rk.tombstone,
-            head.create_revision,
-            head.version,
-        );
-        if head.lease != 0 && !rk.tombstone {
-            leases.insert(head.key.to_vec(), head.lease);
-        } else if !leases.is_empty() {
-            leases.remove(head.key);
-        }
+        records.push(StoredRecord {
+            key: head.key,
+            rev: rk.revision,
+            tombstone: rk.tombstone,
+            created: head.create_revision,
+            version: head.version,
+        });
+        record_leases.push(if rk.tombstone { 0 } else { head.lease });
         max_rev = rk.revision.main;
     }
-    let mut leases: Vec<_> = leases.into_iter().collect();
-    leases.sort();
+    let mut leases = Vec::new();
+    let index = KeyIndex::rebuild(&records, |i| {
+        if record_leases[i] != 0 {
+            leases.push((records[i].key.to_vec(), record_leases[i]));
+        }
+    });
     Ok(Restored {
         index,
         max_rev,
