@@ -299,14 +299,42 @@ impl<'a> Borrow<dyn KeyLike + 'a> for IndexKey {
     }
 }
 
+/// Records below which a rebuild does not split its work between threads.
+const PARALLEL_MIN: usize = 4096;
+
 /// A record read back from the `key` bucket, for [`KeyIndex::rebuild`].
 #[derive(Clone, Copy, Debug)]
 pub struct StoredRecord<'a> {
     pub key: &'a [u8],
+    /// The key's first eight bytes as the index compares them.
+    head: u64,
+    /// The lease in the record (0 for none or a deletion).
+    pub lease: i64,
     pub rev: Revision,
     pub tombstone: bool,
     pub created: i64,
     pub version: i64,
+}
+
+impl<'a> StoredRecord<'a> {
+    pub fn new(
+        key: &'a [u8],
+        rev: Revision,
+        tombstone: bool,
+        created: i64,
+        version: i64,
+        lease: i64,
+    ) -> StoredRecord<'a> {
+        StoredRecord {
+            key,
+            head: head(key),
+            lease,
+            rev,
+            tombstone,
+            created,
+            version,
+        }
+    }
 }
 
 /// A key range: one key, or `[start, end)` with an optional end.
@@ -410,38 +438,55 @@ impl KeyIndex {
         restore_into(h, r);
     }
 
-    /// Builds the index from every record of the `key` bucket, given in
-    /// revision order, in one pass: the records are grouped by key with a
-    /// sort, each key's history is built from its group, and the map is
-    /// built from the sorted histories (linear, no searches). `latest` is
-    /// called with the position in `records` of each key's newest record.
-    pub fn rebuild(records: &[StoredRecord<'_>], mut latest: impl FnMut(usize)) -> KeyIndex {
-        // (head, position): sorting these moves 16 bytes per record, and
-        // comparisons touch the keys themselves only on equal heads.
-        let mut order: Vec<(u64, u32)> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (head(r.key), i as u32))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| records[a.1 as usize].key.cmp(records[b.1 as usize].key))
-                .then(a.1.cmp(&b.1))
-        });
-        let mut sorted: Vec<(IndexKey, KeyHistory)> = Vec::new();
+    /// Builds the index from every record of the `key` bucket, read in
+    /// revision order, in one pass: the records are sorted by key (revision
+    /// order kept within a key) on up to `threads` threads, each key's
+    /// history is built from its run of records, and the map is built from
+    /// the sorted histories (linear, no searches). `latest` is called, in key
+    /// order, with each key's newest record.
+    pub fn rebuild(
+        mut records: Vec<StoredRecord<'_>>,
+        threads: usize,
+        mut latest: impl FnMut(&StoredRecord<'_>),
+    ) -> KeyIndex {
+        let threads = threads.clamp(1, 64);
+        // Heads decide almost every comparison without reading the keys'
+        // bytes; revisions are unique, so the order is total.
+        let cmp = |a: &StoredRecord<'_>, b: &StoredRecord<'_>| {
+            a.head
+                .cmp(&b.head)
+                .then_with(|| a.key.cmp(b.key))
+                .then(a.rev.cmp(&b.rev))
+        };
+        if threads > 1 && records.len() >= 2 * PARALLEL_MIN {
+            // Sort slices in parallel; the stable sort then finds them as
+            // sorted runs and only merges.
+            let chunk = records.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                for c in records.chunks_mut(chunk) {
+                    s.spawn(move || c.sort_unstable_by(cmp));
+                }
+            });
+            records.sort_by(cmp);
+        } else {
+            records.sort_unstable_by(cmp);
+        }
+        let mut sorted: Vec<(IndexKey, KeyHistory)> = Vec::with_capacity(records.len());
         let mut i = 0;
-        while i < order.len() {
-            let first = &records[order[i].1 as usize];
+        while i < records.len() {
+            let first = &records[i];
             let mut h = KeyHistory::default();
-            let mut j = i;
-            while j < order.len() && records[order[j].1 as usize].key == first.key {
-                restore_into(&mut h, &records[order[j].1 as usize]);
+            restore_into(&mut h, first);
+            let mut j = i + 1;
+            while j < records.len() && records[j].head == first.head && records[j].key == first.key
+            {
+                restore_into(&mut h, &records[j]);
                 j += 1;
             }
-            latest(order[j - 1].1 as usize);
+            latest(&records[j - 1]);
             sorted.push((
                 IndexKey {
-                    head: order[i].0,
+                    head: first.head,
                     bytes: first.key.into(),
                 },
                 h,
@@ -610,13 +655,7 @@ mod tests {
         created: i64,
         version: i64,
     ) -> StoredRecord<'_> {
-        StoredRecord {
-            key,
-            rev,
-            tombstone,
-            created,
-            version,
-        }
+        StoredRecord::new(key, rev, tombstone, created, version, 0)
     }
 
     /// put(2) put(3) delete(4) put(5), as in the module docs.
@@ -781,12 +820,54 @@ mod tests {
             latest_expected.insert(rc.key.to_vec(), rc.rev);
         }
         let mut latest = std::collections::BTreeMap::new();
-        let built = KeyIndex::rebuild(&records, |i| {
-            let rc = &records[i];
+        let built = KeyIndex::rebuild(records.clone(), 2, |rc| {
             assert!(latest.insert(rc.key.to_vec(), rc.rev).is_none());
         });
         assert_eq!(latest, latest_expected);
         assert_eq!(built.len(), one_by_one.len());
+        let a: Vec<_> = built.keys.iter().collect();
+        let b: Vec<_> = one_by_one.keys.iter().collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_rebuild_split_between_threads_matches_restoring_record_by_record() {
+        // Enough records for the parallel sort; keys sharing heads so that
+        // runs of one key straddle the slices.
+        let keys: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| {
+                let mut k = b"/registry/pods/".to_vec();
+                k.extend_from_slice(&(i.wrapping_mul(2_654_435_761) % 3001).to_be_bytes());
+                k
+            })
+            .collect();
+        let mut x = 7u64;
+        let mut records = Vec::new();
+        for i in 0..20_000i64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = &keys[(x >> 33) as usize % keys.len()];
+            records.push(StoredRecord::new(
+                k,
+                r(i + 2),
+                x % 7 == 0,
+                i + 1,
+                1,
+                (x % 3) as i64,
+            ));
+        }
+        let mut one_by_one = KeyIndex::default();
+        let mut newest = std::collections::BTreeMap::new();
+        for rc in &records {
+            one_by_one.restore(rc);
+            newest.insert(rc.key.to_vec(), (rc.rev, rc.lease));
+        }
+        let mut seen = Vec::new();
+        let built = KeyIndex::rebuild(records.clone(), 2, |rc| {
+            seen.push((rc.key.to_vec(), (rc.rev, rc.lease)));
+        });
+        assert_eq!(seen, newest.into_iter().collect::<Vec<_>>());
         let a: Vec<_> = built.keys.iter().collect();
         let b: Vec<_> = one_by_one.keys.iter().collect();
         assert_eq!(a, b);

@@ -36,7 +36,7 @@ use super::request::{
 use super::revision::{Revision, RevisionKey};
 use super::schema;
 use super::watch::{self, Hub, WatchOptions};
-use crate::btree::{self, Db, Storage};
+use crate::btree::{self, Bucket, Db, Storage};
 
 /// How a store batches, compacts and watches.
 #[derive(Clone, Debug)]
@@ -179,8 +179,13 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Sealed batches allowed to queue behind the one being committed before
 /// appliers wait.
 const MAX_SEALED: usize = 2;
-/// Keys compacted (or hashed) per hold of the index lock.
-const INDEX_CHUNK: usize = 2000;
+/// Keys compacted (or hashed) per hold of the index lock: a few hundred
+/// microseconds of work, so an applier never waits long behind it.
+const INDEX_CHUNK: usize = 256;
+/// Rest between two such holds. The lock is not fair: without a pause, a
+/// background pass re-takes it before the applier it woke gets to run, and
+/// the applier waits through many chunks (seen: 25 ms).
+const INDEX_REST: Duration = Duration::from_micros(50);
 
 struct Writer {
     rev: i64,
@@ -840,9 +845,45 @@ fn restore(db: &Db) -> Result<Restored> {
     let kb = rt
         .bucket(schema::KEY)?
         .ok_or_else(|| Error::Corrupt("no key bucket".into()))?;
-    let mut records = Vec::new();
-    let mut record_leases = Vec::new();
-    let mut max_rev = 1;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One record per revision is the common case: reserving for the span of
+    // revisions held spares the list's regrowth copies (capacity beyond what
+    // is used is never touched: address space, not memory).
+    let span = {
+        let mut c = kb.cursor();
+        let main = |e: Option<(&[u8], _)>| -> Result<i64> {
+            e.map(|(k, _)| {
+                RevisionKey::decode(k)
+                    .map(|rk| rk.revision.main)
+                    .map_err(|e| Error::Corrupt(e.to_string()))
+            })
+            .transpose()
+            .map(|m| m.unwrap_or(0))
+        };
+        let (first, last) = (main(c.first()?)?, main(c.last()?)?);
+        (last - first + 1).clamp(0, 1 << 22) as usize
+    };
+    let records = scan_records(&kb, span)?;
+    let max_rev = records.last().map_or(1, |r| r.rev.main);
+    let mut leases = Vec::new();
+    let index = KeyIndex::rebuild(records, threads, |r| {
+        if r.lease != 0 {
+            leases.push((r.key.to_vec(), r.lease));
+        }
+    });
+    Ok(Restored {
+        index,
+        max_rev,
+        applied,
+        scheduled_compact,
+        finished_compact,
+        leases,
+    })
+}
+
+/// Every record of the `key` bucket, in revision order.
+fn scan_records<'a>(kb: &Bucket<'a>, capacity: usize) -> Result<Vec<StoredRecord<'a>>> {
+    let mut records = Vec::with_capacity(capacity);
     for item in kb.iter() {
         let (k, v) = item?;
         let rk = RevisionKey::decode(k).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -854,30 +895,16 @@ fn restore(db: &Db) -> Result<Restored> {
                 rk.revision
             )));
         }
-        records.push(StoredRecord {
-            key: head.key,
-            rev: rk.revision,
-            tombstone: rk.tombstone,
-            created: head.create_revision,
-            version: head.version,
-        });
-        record_leases.push(if rk.tombstone { 0 } else { head.lease });
-        max_rev = rk.revision.main;
+        records.push(StoredRecord::new(
+            head.key,
+            rk.revision,
+            rk.tombstone,
+            head.create_revision,
+            head.version,
+            if rk.tombstone { 0 } else { head.lease },
+        ));
     }
-    let mut leases = Vec::new();
-    let index = KeyIndex::rebuild(&records, |i| {
-        if record_leases[i] != 0 {
-            leases.push((records[i].key.to_vec(), record_leases[i]));
-        }
-    });
-    Ok(Restored {
-        index,
-        max_rev,
-        applied,
-        scheduled_compact,
-        finished_compact,
-        leases,
-    })
+    Ok(records)
 }
 
 /// The committer thread.
@@ -1000,6 +1027,7 @@ fn compact_job(inner: &Inner, job: &CompactJob) -> Result<()> {
         if from.is_none() {
             break;
         }
+        std::thread::sleep(INDEX_REST);
     }
     tracing::debug!(
         compact_revision = job.rev,
