@@ -851,7 +851,7 @@ mod tests {
             records.push(StoredRecord::new(
                 k,
                 r(i + 2),
-                x % 7 == 0,
+                x.is_multiple_of(7),
                 i + 1,
                 1,
                 (x % 3) as i64,
