@@ -10,8 +10,16 @@
 //!   medians over rounds.
 //! * `cairn-bench btree-defrag`: the longest stall a writer sees while a large,
 //!   fragmented database is defragmented online.
+//! * `cairn-bench mvcc-put`: the MVCC store alone, in process (etcd's
+//!   `tools/benchmark mvcc put`), with single-key reads at head and at an old
+//!   revision and the time to reopen the store; beside etcd 3.4's own store
+//!   (`benches/etcd-mvcc/`) with `--etcd-bench`.
+//! * `cairn-bench mvcc-compact`: the longest pause a steady writer sees while
+//!   a 1,000,000-revision history is compacted.
 
 mod btree;
+mod mvcc;
+mod mvcc_compact;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +41,12 @@ enum Command {
     /// Random puts in batches on a loaded table, time split into puts and
     /// commit.
     BtreePut(btree::PutArgs),
+    /// The MVCC store in process: puts from one applier, ranges at head and
+    /// at an old revision, reopen time; optionally beside etcd 3.4's store.
+    MvccPut(mvcc::MvccPutArgs),
+    /// A steady writer while a large history is compacted: its latency and
+    /// longest pause, against a baseline without compaction.
+    MvccCompact(mvcc_compact::CompactArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wal(args) => wal::run(args),
         Command::BtreeDefrag(args) => btree::run(args),
         Command::BtreePut(args) => btree::run_put(args),
+        Command::MvccPut(args) => mvcc::run(args),
+        Command::MvccCompact(args) => mvcc_compact::run(args),
     }
 }
