@@ -339,7 +339,10 @@ impl Store {
             let i = inner.clone();
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || f(i))
+                .spawn(move || {
+                    background_priority();
+                    f(i)
+                })
                 .map_err(|e| Error::Failed(format!("spawning {name}: {e}")))
         };
         let handles = vec![
@@ -715,7 +718,7 @@ impl Inner {
         if !w.active.read().is_dirty() {
             return w.active.seq - 1;
         }
-        let fresh = Arc::new(Batch::new(w.next_seq));
+        let fresh = Arc::new(Batch::sized_like(w.next_seq, &w.active.read()));
         w.next_seq += 1;
         let sealed = std::mem::replace(&mut w.active, fresh.clone());
         w.active_ops = 0;
@@ -879,6 +882,17 @@ fn restore(db: &Db) -> Result<Restored> {
         finished_compact,
         leases,
     })
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10 on Linux, where
+/// priorities are per thread): on a machine with few cores, the committer,
+/// compactor and watch syncer otherwise preempt the applier for a whole
+/// scheduler tick (4 ms) at a time.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        tracing::debug!(error = %e, "could not lower a background thread's priority");
+    }
 }
 
 /// Every record of the `key` bucket, in revision order.
