@@ -18,3 +18,4 @@
 //! * Knows nothing of gRPC or etcd's request types: entries are opaque bytes.
 
 pub mod ids;
+pub mod transport;
