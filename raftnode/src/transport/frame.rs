@@ -124,10 +124,16 @@ impl TransportError {
     /// Whether the other member answered and said no (trying its other URLs
     /// would get the same answer).
     pub fn is_refusal(&self) -> bool {
+        self.refusal_reason().is_some()
+    }
+
+    /// The other member's reason, if it refused.
+    pub fn refusal_reason(&self) -> Option<&str> {
         match self {
-            TransportError::Refused(_) => true,
-            TransportError::At { source, .. } => source.is_refusal(),
-            _ => false,
+            TransportError::Refused(r) => Some(r),
+            TransportError::At { source, .. } => source.refusal_reason(),
+            TransportError::AllFailed(all) => all.iter().find_map(|e| e.refusal_reason()),
+            _ => None,
         }
     }
 }

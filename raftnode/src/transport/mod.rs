@@ -236,6 +236,10 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether to accept a connection from `peer` (removed members are
     /// refused with the reason).
     fn accept_from(&self, peer: u64) -> Result<(), String>;
+    /// `peer` refused this member's connection with `reason` (for instance
+    /// because this member was removed from the cluster). Called from the
+    /// transport's tasks, at most once per failed dial.
+    fn on_refused(&self, _peer: u64, _reason: &str) {}
 }
 
 /// A peer as the transport sees it.
@@ -325,6 +329,16 @@ impl Shared {
             .or_default()
             .clone();
         self.report_unreachable(peer, &limit);
+    }
+
+    /// [`Handler::on_refused`] with the peer's own words.
+    fn report_refused(&self, peer: u64, e: &TransportError) {
+        if self.is_stopped() {
+            return;
+        }
+        if let Some(reason) = e.refusal_reason() {
+            self.handler.on_refused(peer, reason);
+        }
     }
 
     /// [`Handler::on_snapshot_sent`], off the caller's thread.

@@ -202,6 +202,7 @@ pub async fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>, mut input: WriterI
                 }
             }
             Err(e) => {
+                shared.report_refused(peer.id, &e);
                 let text = e.to_string();
                 if failures == 0 {
                     warn!(peer = %hex(peer.id), error = %text, "cannot reach peer");
