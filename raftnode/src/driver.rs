@@ -1,0 +1,1041 @@
+//! The driver: the one thread that owns raft-rs's `RawNode`, the WAL and the
+//! in-memory log, and turns raft's `Ready`s into I/O.
+//!
+//! ## One `Ready`, in raft's required order
+//!
+//! 1. Soft state: note leader changes (reads in flight fail with
+//!    "leader changed"; a leadership transfer may complete).
+//! 2. Send `messages()` at once. On the leader these are appends, sent in
+//!    parallel with its own fsync; raft-rs never puts a vote or a
+//!    follower's acknowledgement here.
+//! 3. A snapshot from the leader: the apply thread replaces the state
+//!    machine with it first (after everything queued before), then its
+//!    marker goes into this Ready's WAL write.
+//! 4. Hand committed entries to the apply thread (they are durable here
+//!    already); configuration changes are taken by raft and the membership
+//!    on the way.
+//! 5. Persist entries and hard state: ONE WAL submission, ONE fdatasync.
+//! 6. Then send `persisted_messages()` — votes and acknowledgements leave
+//!    only once what they promise is on disk.
+//! 7. `advance_append`, then the light ready: commit index, more messages,
+//!    more committed entries.
+//!
+//! Proposals queued while the WAL syncs are all taken into the next Ready:
+//! that is the group commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use cairn_wal::{HardState as WalHardState, Record, SnapshotMarker, Wal};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+    MessageType, Snapshot, SnapshotMetadata,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::oneshot;
+
+use crate::apply::{ApplyTask, Committed, EntryId, MembershipChange, Report, SnapshotSource, What};
+use crate::entry::{self, Payload};
+use crate::error::{Error, Result};
+use crate::member::Membership;
+use crate::node::{NodeConfig, Role, Shared};
+use crate::storage::{self, Core, LogStorage, SnapshotPoint};
+use crate::transport::Transport;
+
+/// What the driver is asked to do.
+pub(crate) enum Input {
+    Propose {
+        data: Vec<u8>,
+        request: u64,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        context: Vec<u8>,
+        request: u64,
+        /// A learner to check is caught up before promoting it.
+        promote_check: Option<u64>,
+    },
+    ReadIndex(oneshot::Sender<Result<u64>>),
+    TransferLeader {
+        to: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Messages(Vec<Message>),
+    SnapshotReceived {
+        msg: Message,
+        file: PathBuf,
+    },
+    Unreachable(u64),
+    /// A peer refused our connection, saying why.
+    Refused {
+        peer: u64,
+        reason: String,
+    },
+    SnapshotSent {
+        peer: u64,
+        ok: bool,
+    },
+    Apply(Report),
+    Stop,
+}
+
+/// raft's state as found in the WAL.
+pub(crate) struct Recovered {
+    core: Core,
+    pub membership: Membership,
+    conf_state: ConfState,
+    marker_index: u64,
+    /// Records to write before anything else (a new member's first marker).
+    bootstrap: Vec<Record>,
+}
+
+/// Reads raft's state back from the WAL: the last snapshot marker (with the
+/// configuration and membership as of it), the entries after it, the hard
+/// state. A new member starts from its initial configuration instead.
+pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Recovered> {
+    let log = wal.read_from(0)?;
+    let fresh = log.hard_state.is_none() && log.entries.is_empty() && log.snapshot.is_none();
+    if fresh {
+        // A new cluster starts as raft-rs intends: from a snapshot at index
+        // 1, term 1, holding the initial configuration, identical on every
+        // initial member. A member joining an existing cluster starts empty
+        // (knowing its peers' addresses from its flags) and is sent a
+        // snapshot by the leader, so it learns the configuration from the
+        // cluster, never from its own flags.
+        let membership = Membership::new(cfg.initial_members.iter().cloned());
+        let (index, term, mut cs) = if cfg.join_existing {
+            (0, 0, ConfState::default())
+        } else {
+            let mut cs = ConfState::default();
+            for m in membership.members() {
+                if m.is_learner {
+                    cs.learners.push(m.id);
+                } else {
+                    cs.voters.push(m.id);
+                }
+            }
+            (1, 1, cs)
+        };
+        cs.voters.sort_unstable();
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
+        meta.set_conf_state(cs.clone());
+        let hs = HardState {
+            term,
+            commit: index,
+            ..Default::default()
+        };
+        let bootstrap = vec![
+            Record::Snapshot(SnapshotMarker {
+                index,
+                term,
+                data: storage::encode_marker(&cs, &membership),
+            }),
+            wal_hs(&hs),
+        ];
+        return Ok(Recovered {
+            core: Core::with(hs, meta, Vec::new()),
+            membership,
+            conf_state: cs,
+            marker_index: index,
+            bootstrap,
+        });
+    }
+    let marker = log
+        .snapshot
+        .ok_or_else(|| Error::Storage("the WAL has raft state but no snapshot marker".into()))?;
+    let (cs, membership) = storage::decode_marker(&marker.data)?;
+    let entries = log
+        .entries
+        .iter()
+        .filter(|e| e.index > marker.index)
+        .map(|e| storage::entry_from_wal(e.index, e.term, &e.data))
+        .collect::<Result<Vec<_>>>()?;
+    let last = entries.last().map_or(marker.index, |e| e.index);
+    let mut hs = HardState::default();
+    if let Some(h) = log.hard_state {
+        hs.term = h.term;
+        hs.vote = h.vote;
+        hs.commit = h.commit;
+    }
+    // The commit index is persisted lazily; entries the state machine
+    // made durable, and those the marker covers, were committed.
+    hs.commit = hs
+        .commit
+        .max(marker.index)
+        .max(sm_durable.min(last))
+        .min(last);
+    hs.term = hs.term.max(marker.term);
+    let mut meta = SnapshotMetadata {
+        index: marker.index,
+        term: marker.term,
+        ..Default::default()
+    };
+    meta.set_conf_state(cs.clone());
+    tracing::info!(
+        snapshot_index = marker.index,
+        first_index = marker.index + 1,
+        last_index = last,
+        commit = hs.commit,
+        term = hs.term,
+        state_machine_durable = sm_durable,
+        "recovered raft state from the WAL"
+    );
+    Ok(Recovered {
+        core: Core::with(hs, meta, entries),
+        membership,
+        conf_state: cs,
+        marker_index: marker.index,
+        bootstrap: Vec::new(),
+    })
+}
+
+/// ReadIndex rounds: requests queue until the round in flight is answered,
+/// then all go in the next one.
+#[derive(Default)]
+struct Reads {
+    queued: Vec<oneshot::Sender<Result<u64>>>,
+    inflight: Option<Inflight>,
+    /// Confirmed read indexes waiting for the apply thread.
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    next_ctx: u64,
+}
+
+struct Inflight {
+    ctx: u64,
+    waiters: Vec<oneshot::Sender<Result<u64>>>,
+    started: Instant,
+    sent: Instant,
+}
+
+/// How often an unanswered ReadIndex is asked again.
+const READ_RETRY: Duration = Duration::from_millis(500);
+/// Inputs handled between two looks at the clock.
+const INPUT_BATCH: usize = 4096;
+
+pub(crate) struct Driver<O> {
+    raw: RawNode<LogStorage>,
+    storage: LogStorage,
+    wal: Arc<Wal>,
+    transport: Transport,
+    rx: Receiver<Input>,
+    self_tx: Sender<Input>,
+    apply_tx: Sender<ApplyTask>,
+    shared: Arc<Shared<O>>,
+    source: Arc<dyn SnapshotSource>,
+    heartbeat: Duration,
+    snap_dir: PathBuf,
+    snapshot_count: u64,
+    catchup_entries: u64,
+    request_timeout: Duration,
+    /// Applied index reported by the apply thread.
+    applied: u64,
+    /// Index of the last WAL snapshot marker.
+    last_marker: u64,
+    syncing: bool,
+    /// Configuration and membership after each change handed over since the
+    /// last marker, the first one as of the marker.
+    conf_history: Vec<(u64, ConfState, Membership)>,
+    membership: Membership,
+    received: HashMap<u64, PathBuf>,
+    reads: Reads,
+    transfer: Option<(u64, oneshot::Sender<Result<()>>, Instant)>,
+    leader: u64,
+    hs_dirty: bool,
+    bootstrap: Vec<Record>,
+}
+
+impl<O: Send + 'static> Driver<O> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &NodeConfig,
+        rec: Recovered,
+        wal: Arc<Wal>,
+        transport: Transport,
+        rx: Receiver<Input>,
+        self_tx: Sender<Input>,
+        apply_tx: Sender<ApplyTask>,
+        shared: Arc<Shared<O>>,
+        source: Arc<dyn SnapshotSource>,
+    ) -> Result<Driver<O>> {
+        let ticks = (cfg.election_timeout.as_millis() / cfg.heartbeat.as_millis().max(1)).max(2);
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: ticks as usize,
+            heartbeat_tick: 1,
+            applied: rec.marker_index,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            check_quorum: cfg.check_quorum,
+            pre_vote: cfg.pre_vote,
+            ..raft::Config::default()
+        };
+        raft_cfg.validate()?;
+        let storage = LogStorage::new(rec.core);
+        let logger = crate::logger::logger(cfg.id);
+        let raw = RawNode::new(&raft_cfg, storage.clone(), &logger)?;
+        Ok(Driver {
+            raw,
+            storage,
+            wal,
+            transport,
+            rx,
+            self_tx,
+            apply_tx,
+            shared,
+            source,
+            heartbeat: cfg.heartbeat,
+            snap_dir: cfg.snap_dir.clone(),
+            snapshot_count: cfg.snapshot_count.max(1),
+            catchup_entries: cfg.catchup_entries,
+            request_timeout: cfg.request_timeout,
+            applied: rec.marker_index,
+            last_marker: rec.marker_index,
+            syncing: false,
+            conf_history: vec![(rec.marker_index, rec.conf_state, rec.membership.clone())],
+            membership: rec.membership,
+            received: HashMap::new(),
+            reads: Reads::default(),
+            transfer: None,
+            leader: 0,
+            hs_dirty: false,
+            bootstrap: rec.bootstrap,
+        })
+    }
+
+    /// The loop; returns when stopped, removed, or failed.
+    pub fn run(mut self) {
+        if let Err(e) = self.run_inner() {
+            tracing::error!(error = %e, "raft node stopped on an error");
+        }
+        self.shared.stopped.store(true, Relaxed);
+        let reason = if self.shared.removed.load(Relaxed) {
+            Error::Removed
+        } else {
+            Error::Stopped
+        };
+        self.shared.waiters.fail_all(reason.clone());
+        self.fail_reads(reason.clone(), true);
+        if let Some((_, tx, _)) = self.transfer.take() {
+            let _ = tx.send(Err(reason));
+        }
+        self.transport.shutdown();
+    }
+
+    fn run_inner(&mut self) -> Result<()> {
+        if !self.bootstrap.is_empty() {
+            self.wal.append(std::mem::take(&mut self.bootstrap))?;
+        }
+        let mut next_tick = Instant::now() + self.heartbeat;
+        loop {
+            let now = Instant::now();
+            let wait = next_tick.saturating_duration_since(now);
+            match self.rx.recv_timeout(wait) {
+                Ok(i) => {
+                    if !self.handle(i)? {
+                        return Ok(());
+                    }
+                    for _ in 0..INPUT_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(i) => {
+                                if !self.handle(i)? {
+                                    return Ok(());
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + self.heartbeat;
+                self.on_tick(now);
+            }
+            self.start_read();
+            self.on_ready()?;
+            self.publish_status();
+            if self.shared.removed.load(Relaxed) {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                crate::node::mark_removed(&self.snap_dir)?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one input; false to stop.
+    fn handle(&mut self, i: Input) -> Result<bool> {
+        match i {
+            Input::Propose { data, request } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    self.fail(request, Error::NoLeader);
+                } else if let Err(e) = self.raw.propose(Vec::new(), data) {
+                    self.fail(request, e.into());
+                } else {
+                    self.place(request);
+                }
+            }
+            Input::ConfChange {
+                cc,
+                context,
+                request,
+                promote_check,
+            } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    self.fail(request, Error::NoLeader);
+                } else if let Some(e) = promote_check.and_then(|id| self.promote_refusal(id)) {
+                    self.fail(request, e);
+                } else if let Err(e) = self.raw.propose_conf_change(context, cc) {
+                    self.fail(request, e.into());
+                } else {
+                    self.place(request);
+                }
+            }
+            Input::ReadIndex(tx) => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = tx.send(Err(Error::NoLeader));
+                } else {
+                    self.reads.queued.push(tx);
+                }
+            }
+            Input::TransferLeader { to, reply } => self.transfer_leader(to, reply),
+            Input::Messages(msgs) => {
+                for m in msgs {
+                    if self.membership.is_removed(m.from) {
+                        continue;
+                    }
+                    if let Err(e) = self.raw.step(m) {
+                        tracing::debug!(error = %e, "dropped a raft message");
+                    }
+                }
+            }
+            Input::SnapshotReceived { msg, file } => {
+                let index = msg.get_snapshot().get_metadata().index;
+                if let Some(old) = self.received.insert(index, file) {
+                    let _ = std::fs::remove_file(old);
+                }
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::warn!(error = %e, index, "a received snapshot was refused");
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::Refused { peer, reason } => {
+                // Members refuse a removed member's connections with this
+                // reason; it is how a member learns it was removed when the
+                // entry removing it never reached it.
+                if reason.contains(&crate::node::removed_reason(self.raw.raft.id)) {
+                    tracing::warn!(peer = %crate::ids::format_id(peer), %reason, "a peer says this member was removed");
+                    self.shared.removed.store(true, Relaxed);
+                }
+            }
+            Input::SnapshotSent { peer, ok } => {
+                if ok {
+                    self.shared.counters.snapshots_sent.fetch_add(1, Relaxed);
+                }
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+            Input::Apply(Report::Applied(index)) => self.on_applied(index)?,
+            Input::Apply(Report::Synced(r)) => {
+                self.syncing = false;
+                match r {
+                    Ok(durable) => self.compact(durable)?,
+                    Err(e) => {
+                        return Err(Error::Storage(format!(
+                            "making the state machine durable: {e}"
+                        )));
+                    }
+                }
+            }
+            Input::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn fail(&self, request: u64, e: Error) {
+        if self.shared.waiters.complete(request, Err(e)) {
+            return;
+        }
+        self.shared.counters.failed.fetch_add(1, Relaxed);
+    }
+
+    /// A proposal just appended by the leader: remember its index, so that
+    /// another entry applied there tells its proposer it was lost.
+    fn place(&self, request: u64) {
+        if self.raw.raft.state == StateRole::Leader {
+            self.shared
+                .waiters
+                .place(request, self.raw.raft.raft_log.last_index());
+        }
+    }
+
+    /// etcd promotes a learner only when it has 90 % of the leader's log.
+    fn promote_refusal(&self, id: u64) -> Option<Error> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Some(Error::NotLeader);
+        }
+        let leader_match = self.raw.raft.raft_log.last_index();
+        match self.raw.raft.prs().get(id) {
+            Some(p) if (p.matched as f64) >= (leader_match as f64) * 0.9 => None,
+            Some(_) => Some(Error::LearnerNotReady),
+            None => Some(Error::MemberNotFound),
+        }
+    }
+
+    fn transfer_leader(&mut self, to: u64, reply: oneshot::Sender<Result<()>>) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(Error::NotLeader));
+            return;
+        }
+        if to == self.raw.raft.id {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        match self.membership.get(to) {
+            Some(m) if !m.is_learner => {}
+            _ => {
+                let _ = reply.send(Err(Error::BadTransferee));
+                return;
+            }
+        }
+        self.raw.transfer_leader(to);
+        if let Some((_, old, _)) = self.transfer.replace((to, reply, Instant::now())) {
+            let _ = old.send(Err(Error::LeaderChanged));
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let epoch = self.shared.epoch.load(Relaxed);
+        let n = self.shared.waiters.expire(now, epoch);
+        self.shared.counters.failed.fetch_add(n as u64, Relaxed);
+        if let Some(inf) = &mut self.reads.inflight {
+            if now.duration_since(inf.started) >= self.request_timeout {
+                self.fail_reads(Error::Timeout, false);
+            } else if now.duration_since(inf.sent) >= READ_RETRY {
+                // Ask again under a new context; the old answer, if it
+                // comes, is ignored.
+                self.reads.next_ctx += 1;
+                inf.ctx = self.reads.next_ctx;
+                inf.sent = now;
+                self.raw.read_index(inf.ctx.to_be_bytes().to_vec());
+            }
+        }
+        let timed_out = self
+            .transfer
+            .as_ref()
+            .is_some_and(|(_, _, at)| now.duration_since(*at) >= self.request_timeout);
+        if let Some((_, tx, _)) = self.transfer.take_if(|_| timed_out) {
+            let _ = tx.send(Err(Error::Timeout));
+        }
+    }
+
+    fn start_read(&mut self) {
+        if self.reads.inflight.is_some() || self.reads.queued.is_empty() {
+            return;
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            for tx in self.reads.queued.drain(..) {
+                let _ = tx.send(Err(Error::NoLeader));
+            }
+            return;
+        }
+        self.reads.next_ctx += 1;
+        let ctx = self.reads.next_ctx;
+        let now = Instant::now();
+        self.reads.inflight = Some(Inflight {
+            ctx,
+            waiters: std::mem::take(&mut self.reads.queued),
+            started: now,
+            sent: now,
+        });
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+    }
+
+    fn on_read_state(&mut self, ctx: &[u8], index: u64) {
+        let Ok(ctx) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
+            return;
+        };
+        if self.reads.inflight.as_ref().is_none_or(|i| i.ctx != ctx) {
+            return;
+        }
+        let inf = self.reads.inflight.take().expect("checked");
+        if self.applied >= index {
+            for tx in inf.waiters {
+                let _ = tx.send(Ok(index));
+            }
+        } else {
+            self.reads
+                .waiting
+                .entry(index)
+                .or_default()
+                .extend(inf.waiters);
+        }
+    }
+
+    /// Fails the round in flight (and, if `all`, everything queued and
+    /// waiting too).
+    fn fail_reads(&mut self, e: Error, all: bool) {
+        if let Some(inf) = self.reads.inflight.take() {
+            for tx in inf.waiters {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+        if all {
+            for tx in self.reads.queued.drain(..) {
+                let _ = tx.send(Err(e.clone()));
+            }
+            for (_, txs) in std::mem::take(&mut self.reads.waiting) {
+                for tx in txs {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_applied(&mut self, index: u64) -> Result<()> {
+        if index <= self.applied {
+            return Ok(());
+        }
+        self.applied = index;
+        self.raw
+            .advance_apply_to(index.min(self.raw.raft.raft_log.committed));
+        while let Some((&i, _)) = self.reads.waiting.first_key_value() {
+            if i > index {
+                break;
+            }
+            let (i, txs) = self.reads.waiting.pop_first().expect("checked");
+            for tx in txs {
+                let _ = tx.send(Ok(i));
+            }
+        }
+        // What a lagging follower would be sent now.
+        let (cs, ms) = self.conf_at(index);
+        let term = self.storage.rl().term(index).ok();
+        if let Some(term) = term {
+            self.storage.wl().set_point(SnapshotPoint {
+                index,
+                term,
+                conf_state: cs,
+                membership: ms,
+            });
+        }
+        if !self.syncing && index - self.last_marker >= self.snapshot_count {
+            self.syncing = true;
+            self.apply_tx
+                .send(ApplyTask::Sync)
+                .map_err(|_| Error::Storage("the apply thread is gone".into()))?;
+        }
+        Ok(())
+    }
+
+    /// The configuration and membership as of `index` (at or after the last
+    /// marker).
+    fn conf_at(&self, index: u64) -> (ConfState, Membership) {
+        let (_, cs, ms) = self
+            .conf_history
+            .iter()
+            .rev()
+            .find(|(i, _, _)| *i <= index)
+            .unwrap_or(&self.conf_history[0]);
+        (cs.clone(), ms.clone())
+    }
+
+    /// The state machine holds everything up to `durable` durably: write a
+    /// marker there, keep `catchup_entries` behind it in memory for slow
+    /// followers, and release the WAL segments it covers.
+    fn compact(&mut self, durable: u64) -> Result<()> {
+        let index = durable.min(self.applied);
+        if index <= self.last_marker {
+            return Ok(());
+        }
+        let term = self
+            .storage
+            .rl()
+            .term(index)
+            .map_err(|e| Error::Storage(format!("term of {index}: {e}")))?;
+        let (cs, ms) = self.conf_at(index);
+        let hs = {
+            let mut c = self.storage.wl();
+            c.hard_state.commit = c.hard_state.commit.max(index);
+            c.hard_state.clone()
+        };
+        self.wal.append(vec![
+            Record::Snapshot(SnapshotMarker {
+                index,
+                term,
+                data: storage::encode_marker(&cs, &ms),
+            }),
+            wal_hs(&hs),
+        ])?;
+        self.hs_dirty = false;
+        self.last_marker = index;
+        let keep = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _, _)| *i <= index)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep);
+        self.storage
+            .wl()
+            .compact(index.saturating_sub(self.catchup_entries).max(1))?;
+        let released = self.wal.release(index)?;
+        tracing::info!(
+            index,
+            term,
+            released_segments = released,
+            "compacted the raft log"
+        );
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        if leader != self.leader {
+            if self.leader != 0 || leader != 0 {
+                self.shared.epoch.fetch_add(1, Relaxed);
+            }
+            if leader != 0 {
+                self.shared.counters.leader_changes.fetch_add(1, Relaxed);
+            }
+            tracing::info!(
+                leader = %crate::ids::format_id(leader),
+                previous = %crate::ids::format_id(self.leader),
+                term = self.raw.raft.term,
+                "raft leader changed"
+            );
+            self.leader = leader;
+            self.fail_reads(Error::LeaderChanged, false);
+            if let Some((_, tx, _)) = self.transfer.take_if(|(to, _, _)| *to == leader) {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        let me = self.raw.raft.id;
+        let lost = |(to, _, _): &mut (u64, _, _)| {
+            role != StateRole::Leader && *to != leader && leader != 0 && leader != me
+        };
+        if let Some((_, tx, _)) = self.transfer.take_if(lost) {
+            let _ = tx.send(Err(Error::LeaderChanged));
+        }
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let role = match r.state {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        };
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.leader = r.leader_id;
+        s.term = r.term;
+        s.commit = r.raft_log.committed;
+        s.applied = self.applied;
+        s.role = role;
+        s.is_learner = self.membership.get(r.id).is_some_and(|m| m.is_learner);
+        self.shared
+            .counters
+            .committed
+            .store(r.raft_log.committed, Relaxed);
+    }
+
+    /// Sends messages; snapshots go on their own thread, which opens a view
+    /// of the state machine and streams it.
+    fn send(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let (snaps, normal): (Vec<Message>, Vec<Message>) = msgs
+            .into_iter()
+            .partition(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        if !normal.is_empty() {
+            self.transport.send(normal);
+        }
+        for m in snaps {
+            let source = self.source.clone();
+            let transport = self.transport.clone();
+            let tx = self.self_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cairn-raft-snap".into())
+                .spawn(move || {
+                    let want = m.get_snapshot().get_metadata().index;
+                    let peer = m.to;
+                    match source.open() {
+                        Ok((at, data)) if at >= want => transport.send_snapshot(m, data),
+                        Ok((at, _)) => {
+                            tracing::warn!(
+                                at,
+                                want,
+                                "state machine view is behind the snapshot index"
+                            );
+                            let _ = tx.send(Input::SnapshotSent { peer, ok: false });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "opening a state machine snapshot");
+                            let _ = tx.send(Input::SnapshotSent { peer, ok: false });
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "spawning a snapshot sender");
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            let (leader, role) = (ss.leader_id, ss.raft_state);
+            self.on_soft_state(leader, role);
+        }
+        self.send(rd.take_messages());
+        let mut records = Vec::new();
+        let mut must_sync = rd.must_sync();
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(&snap, &mut records)?;
+            must_sync = true;
+        }
+        self.hand_over(rd.take_committed_entries())?;
+        let entries = rd.take_entries();
+        for e in &entries {
+            records.push(Record::entry(e.index, e.term, storage::entry_to_wal(e)));
+        }
+        if let Some(hs) = rd.hs() {
+            self.storage.wl().hard_state = hs.clone();
+            self.hs_dirty = true;
+        }
+        if self.hs_dirty && (must_sync || !records.is_empty()) {
+            records.push(wal_hs(&self.storage.rl().hard_state));
+            self.hs_dirty = false;
+        }
+        if !records.is_empty() {
+            if must_sync {
+                self.wal.append(records)?;
+            } else {
+                // Only the commit index moved: it need not be durable
+                // before anything is sent.
+                drop(self.wal.submit(records)?);
+            }
+        }
+        self.storage.wl().append(&entries)?;
+        for rs in rd.take_read_states() {
+            self.on_read_state(&rs.request_ctx, rs.index);
+        }
+        self.send(rd.take_persisted_messages());
+        let mut light = self.raw.advance_append(rd);
+        if let Some(c) = light.commit_index() {
+            self.storage.wl().hard_state.commit = c;
+            self.hs_dirty = true;
+        }
+        self.send(light.take_messages());
+        self.hand_over(light.take_committed_entries())?;
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot, records: &mut Vec<Record>) -> Result<()> {
+        let meta = snap.get_metadata();
+        let file = self.received.remove(&meta.index).ok_or_else(|| {
+            Error::Storage(format!(
+                "raft installs snapshot {} but its data was not received",
+                meta.index
+            ))
+        })?;
+        for (_, stale) in self.received.drain() {
+            let _ = std::fs::remove_file(stale);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.apply_tx
+            .send(ApplyTask::Restore { file, reply: tx })
+            .map_err(|_| Error::Storage("the apply thread is gone".into()))?;
+        let covered = rx
+            .recv()
+            .map_err(|_| Error::Storage("the apply thread is gone".into()))?
+            .map_err(|e| Error::Storage(format!("restoring a snapshot: {e}")))?;
+        if covered < meta.index {
+            return Err(Error::Storage(format!(
+                "the received snapshot covers index {covered}, raft expects {}",
+                meta.index
+            )));
+        }
+        let membership = Membership::decode(&snap.data)?;
+        let cs = meta.get_conf_state().clone();
+        records.push(Record::Snapshot(SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+            data: storage::encode_marker(&cs, &membership),
+        }));
+        self.storage.wl().apply_snapshot(meta);
+        self.hs_dirty = true;
+        self.set_membership(membership);
+        self.conf_history = vec![(meta.index, cs, self.membership.clone())];
+        self.last_marker = meta.index;
+        self.applied = self.applied.max(covered);
+        self.shared
+            .counters
+            .snapshots_installed
+            .fetch_add(1, Relaxed);
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            state_machine_index = covered,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Replaces the membership (and the transport's peers) wholesale.
+    fn set_membership(&mut self, ms: Membership) {
+        for old in self.membership.members() {
+            if ms.get(old.id).is_none() {
+                self.transport.remove_peer(old.id);
+            }
+        }
+        for m in ms.members() {
+            if m.id != self.raw.raft.id {
+                self.transport.set_peer(m.id, m.peer_urls.clone());
+            }
+        }
+        if ms.is_removed(self.raw.raft.id) {
+            self.shared.removed.store(true, Relaxed);
+        }
+        self.membership = ms;
+        *self
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = self.membership.clone();
+    }
+
+    /// Takes committed entries on their way to the apply thread: raft and
+    /// the membership take configuration changes here, in log order.
+    fn hand_over(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let id = EntryId {
+                index: e.index,
+                term: e.term,
+            };
+            let what = match e.get_entry_type() {
+                EntryType::EntryNormal => match entry::decode(&e.data)? {
+                    Payload::Empty => What::Empty { request: 0 },
+                    Payload::Proposal { id: request, .. } => What::Proposal {
+                        request,
+                        data: e.data.slice(9..),
+                    },
+                    Payload::MemberUpdate {
+                        id: request,
+                        member,
+                    } => {
+                        let mut ms = self.membership.clone();
+                        ms.update(&member);
+                        self.set_membership(ms);
+                        self.record_conf(e.index, None);
+                        What::Membership {
+                            request,
+                            change: MembershipChange::Updated(member),
+                        }
+                    }
+                },
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                        .map_err(|x| Error::Storage(format!("entry {}: {x}", e.index)))?;
+                    self.conf_entry(&e, cc)?
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data)
+                        .map_err(|x| Error::Storage(format!("entry {}: {x}", e.index)))?;
+                    let mut v2 = ConfChangeV2::default();
+                    let mut c = raft::eraftpb::ConfChangeSingle::default();
+                    c.set_change_type(cc.get_change_type());
+                    c.node_id = cc.node_id;
+                    v2.mut_changes().push(c);
+                    self.conf_entry(&e, v2)?
+                }
+            };
+            out.push(Committed { id, what });
+        }
+        self.apply_tx
+            .send(ApplyTask::Entries(out))
+            .map_err(|_| Error::Storage("the apply thread is gone".into()))
+    }
+
+    fn record_conf(&mut self, index: u64, cs: Option<ConfState>) {
+        let cs = cs.unwrap_or_else(|| self.conf_history.last().expect("never empty").1.clone());
+        self.conf_history.push((index, cs, self.membership.clone()));
+    }
+
+    fn conf_entry(&mut self, e: &Entry, cc: ConfChangeV2) -> Result<What> {
+        let cs = self.raw.apply_conf_change(&cc)?;
+        let (request, member) = if e.context.is_empty() {
+            (0, None)
+        } else {
+            entry::decode_conf_context(&e.context)?
+        };
+        let mut ms = self.membership.clone();
+        let mut change = None;
+        for c in cc.get_changes() {
+            let id = c.node_id;
+            match c.get_change_type() {
+                ConfChangeType::AddNode => {
+                    if ms.get(id).is_some_and(|m| m.is_learner) {
+                        ms.promote(id);
+                        change = Some(MembershipChange::Promoted(id));
+                    } else if let Some(m) = member.clone().filter(|m| m.id == id) {
+                        let mut m = m;
+                        m.is_learner = false;
+                        ms.add(m.clone());
+                        change = Some(MembershipChange::Added(m));
+                    }
+                }
+                ConfChangeType::AddLearnerNode => {
+                    if let Some(m) = member.clone().filter(|m| m.id == id) {
+                        let mut m = m;
+                        m.is_learner = true;
+                        ms.add(m.clone());
+                        change = Some(MembershipChange::Added(m));
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    ms.remove(id);
+                    change = Some(MembershipChange::Removed(id));
+                }
+            }
+        }
+        tracing::info!(index = e.index, ?change, voters = ?cs.voters, learners = ?cs.learners, "applied a configuration change");
+        self.set_membership(ms);
+        self.record_conf(e.index, Some(cs));
+        Ok(match change {
+            Some(change) => What::Membership { request, change },
+            None => What::Empty { request },
+        })
+    }
+}
+
+fn wal_hs(hs: &HardState) -> Record {
+    Record::HardState(WalHardState {
+        term: hs.term,
+        vote: hs.vote,
+        commit: hs.commit,
+    })
+}

@@ -1,0 +1,414 @@
+//! Clusters of real members on 127.0.0.1: election, replication, failures,
+//! partitions, membership, snapshots, restarts. Every check is about data:
+//! what each member applied, in order.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn_raftnode::Error;
+use common::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// Proposes each payload through member `via` and returns their indexes.
+fn propose_all(c: &Cluster, via: usize, data: &[Vec<u8>]) -> Vec<u64> {
+    data.iter()
+        .map(|d| c.propose(via, d).expect("proposal applied"))
+        .collect()
+}
+
+#[test]
+fn a_single_member_elects_itself_and_applies_proposals_in_order() {
+    let c = Cluster::new(1);
+    let l = c.leader(T);
+    assert_eq!(l, 0);
+    let data = payloads("one", 50);
+    let idx = propose_all(&c, 0, &data);
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "indexes grow: {idx:?}");
+    assert_eq!(c.applied(0).data(), data);
+}
+
+#[test]
+fn concurrent_proposals_all_apply_exactly_once() {
+    let c = Cluster::new(3);
+    let l = c.leader(T);
+    let node = c.node(l);
+    let data = payloads("conc", 300);
+    let results: Vec<u64> = c.rt.block_on(async {
+        let futs = data.iter().map(|d| node.propose(d));
+        futures_join(futs).await
+    });
+    assert_eq!(results.len(), data.len());
+    let applied = c.converge(&[0, 1, 2], *results.iter().max().unwrap(), T);
+    let mut got = applied.data();
+    got.sort();
+    assert_eq!(got, data, "each proposal applied once");
+}
+
+async fn futures_join<F: std::future::Future<Output = Result<u64, Error>>>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<u64> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(f);
+    }
+    let mut out = Vec::new();
+    // Poll them together: a join over all of them.
+    let joined = join_all(set).await;
+    for r in joined {
+        out.push(r.expect("proposal applied"));
+    }
+    out
+}
+
+/// A minimal join-all (no extra dependency).
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    struct JoinAll<F: std::future::Future> {
+        futs: Vec<Option<Pin<Box<F>>>>,
+        out: Vec<Option<F::Output>>,
+    }
+    // Futures are boxed and outputs never pinned: moving the struct is fine.
+    impl<F: std::future::Future> Unpin for JoinAll<F> {}
+    impl<F: std::future::Future> std::future::Future for JoinAll<F> {
+        type Output = Vec<F::Output>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.get_mut();
+            let mut pending = false;
+            for (i, f) in this.futs.iter_mut().enumerate() {
+                if let Some(fut) = f {
+                    match fut.as_mut().poll(cx) {
+                        Poll::Ready(v) => {
+                            this.out[i] = Some(v);
+                            *f = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(
+                    this.out
+                        .iter_mut()
+                        .map(|o| o.take().expect("ready"))
+                        .collect(),
+                )
+            }
+        }
+    }
+    let n = futs.len();
+    JoinAll {
+        futs: futs.into_iter().map(|f| Some(Box::pin(f))).collect(),
+        out: (0..n).map(|_| None).collect(),
+    }
+    .await
+}
+
+#[test]
+fn three_members_apply_the_same_sequence() {
+    let c = Cluster::new(3);
+    let l = c.leader(T);
+    let data = payloads("three", 100);
+    // Through the leader and through followers (forwarded to the leader).
+    let mut last = 0;
+    for (k, d) in data.iter().enumerate() {
+        last = c.propose((l + k) % 3, d).expect("applied");
+    }
+    let a = c.converge(&[0, 1, 2], last, T);
+    assert_eq!(a.data(), data);
+}
+
+#[test]
+fn five_members_apply_the_same_sequence() {
+    let c = Cluster::new(5);
+    let l = c.leader(T);
+    let data = payloads("five", 60);
+    let idx = propose_all(&c, l, &data);
+    let a = c.converge(&[0, 1, 2, 3, 4], *idx.last().unwrap(), T);
+    assert_eq!(a.data(), data);
+}
+
+#[test]
+fn killing_the_leader_elects_a_new_one_and_loses_no_committed_entry() {
+    let mut c = Cluster::new(3);
+    let l = c.leader(T);
+    let before = payloads("before", 40);
+    let idx = propose_all(&c, l, &before);
+    c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    c.stop(l);
+    let rest: Vec<usize> = c.running();
+    let l2 = c.leader_among(&rest, T);
+    assert_ne!(l2, l);
+    let after = payloads("after", 40);
+    let idx2 = propose_all(&c, l2, &after);
+    let a = c.converge(&rest, *idx2.last().unwrap(), T);
+    let mut want = before.clone();
+    want.extend(after.clone());
+    assert_eq!(a.data(), want);
+    // The old leader comes back and catches up from the log.
+    c.start(l, false);
+    let a = c.converge(&[0, 1, 2], *idx2.last().unwrap(), T);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn a_restarted_member_catches_up_from_the_log() {
+    let mut c = Cluster::new(3);
+    let l = c.leader(T);
+    let f = (l + 1) % 3;
+    let first = payloads("first", 30);
+    propose_all(&c, l, &first);
+    c.stop(f);
+    let second = payloads("second", 30);
+    let idx = propose_all(&c, l, &second);
+    c.start(f, false);
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    let mut want = first;
+    want.extend(second);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn a_member_far_behind_catches_up_by_snapshot() {
+    // Compaction every 50 entries, 10 kept behind: a member that misses 300
+    // entries can only be caught up by a snapshot.
+    let mut c = Cluster::with_snapshots(3, 50, 10);
+    let l = c.leader(T);
+    let f = (l + 1) % 3;
+    let first = payloads("early", 20);
+    propose_all(&c, l, &first);
+    c.stop(f);
+    let missed = payloads("missed", 300);
+    let idx = propose_all(&c, l, &missed);
+    c.start(f, false);
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    let mut want = first;
+    want.extend(missed);
+    assert_eq!(a.data(), want);
+    assert_eq!(
+        c.node(f).metrics().snapshots_installed,
+        1,
+        "caught up by a snapshot"
+    );
+    assert!(c.node(l).metrics().snapshots_sent >= 1);
+    // It keeps following the log afterwards.
+    let more = payloads("more", 20);
+    let idx = propose_all(&c, l, &more);
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    want.extend(more);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
+    let c = Cluster::new(5);
+    let l = c.leader(T);
+    // The minority: two members that are not the leader.
+    let minority: Vec<usize> = (0..5).filter(|&i| i != l).take(2).collect();
+    let majority: Vec<usize> = (0..5).filter(|i| !minority.contains(i)).collect();
+    let base = payloads("base", 10);
+    let idx = propose_all(&c, l, &base);
+    c.converge(&[0, 1, 2, 3, 4], *idx.last().unwrap(), T);
+    for &m in &minority {
+        c.members[m].as_ref().unwrap().gate.close();
+    }
+    // The majority keeps committing.
+    let during = payloads("during", 30);
+    let idx = propose_all(&c, l, &during);
+    c.converge(&majority, *idx.last().unwrap(), T);
+    // The minority cannot: a proposal there fails, and nothing new applies.
+    let before = c.applied(minority[0]);
+    let r = c.propose(minority[0], b"minority-write");
+    assert!(
+        matches!(
+            r,
+            Err(Error::NoLeader | Error::Timeout | Error::TimeoutLeaderFail | Error::LeaderChanged)
+        ),
+        "minority proposal: {r:?}"
+    );
+    assert_eq!(c.applied(minority[0]).entries, before.entries);
+    for &m in &majority {
+        assert!(!c.applied(m).data().contains(&b"minority-write".to_vec()));
+    }
+    // Heal: everyone converges on the majority's history.
+    for &m in &minority {
+        c.members[m].as_ref().unwrap().gate.open();
+    }
+    let after = payloads("healed", 10);
+    let l2 = c.leader(T);
+    let idx = propose_all(&c, l2, &after);
+    let a = c.converge(&[0, 1, 2, 3, 4], *idx.last().unwrap(), T);
+    let mut want = base;
+    want.extend(during);
+    // A proposal made on the minority may have been forwarded before the
+    // cut; it must then appear exactly once, everywhere.
+    let got: Vec<Vec<u8>> = a
+        .data()
+        .into_iter()
+        .filter(|d| d.as_slice() != b"minority-write")
+        .collect();
+    want.extend(after);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn leadership_transfers_to_the_chosen_member() {
+    let c = Cluster::new(3);
+    let l = c.leader(T);
+    let to = (l + 2) % 3;
+    c.rt.block_on(c.node(l).transfer_leadership(c.specs[to].id))
+        .expect("transfer");
+    assert_eq!(c.leader(T), to);
+    // A follower cannot move leadership.
+    let r = c.rt.block_on(c.node(l).transfer_leadership(c.specs[to].id));
+    assert_eq!(r, Err(Error::NotLeader));
+    let d = payloads("after-transfer", 10);
+    let idx = propose_all(&c, to, &d);
+    assert_eq!(c.converge(&[0, 1, 2], *idx.last().unwrap(), T).data(), d);
+}
+
+#[test]
+fn a_whole_cluster_restarts_from_disk() {
+    let mut c = Cluster::with_snapshots(3, 40, 10);
+    let l = c.leader(T);
+    let first = payloads("gen1", 100);
+    let idx = propose_all(&c, l, &first);
+    c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    for i in 0..3 {
+        c.stop(i);
+    }
+    for i in 0..3 {
+        c.start(i, false);
+    }
+    // Every member replays to the same state, then goes on.
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    assert_eq!(a.data(), first);
+    let l = c.leader(T);
+    let second = payloads("gen2", 20);
+    let idx = propose_all(&c, l, &second);
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    let mut want = first;
+    want.extend(second);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn members_are_added_as_learners_promoted_and_removed_for_good() {
+    let mut c = Cluster::new(3);
+    let l = c.leader(T);
+    let d1 = payloads("m1", 20);
+    propose_all(&c, l, &d1);
+    // Add a learner with a fresh port and directory.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (m, members) =
+        c.rt.block_on(c.node(l).add_member(vec![url.clone()], true))
+            .expect("add learner");
+    assert!(m.is_learner);
+    assert_eq!(members.len(), 4);
+    // A second learner is refused (etcd allows one).
+    let r = c.rt.block_on(
+        c.node(l)
+            .add_member(vec![format!("http://127.0.0.1:{}", free_port())], true),
+    );
+    assert_eq!(r.err(), Some(Error::TooManyLearners));
+    // Start it, joining the existing cluster.
+    let dir = c.tmp.path().join("learner");
+    std::fs::create_dir_all(&dir).unwrap();
+    c.specs.push(Spec {
+        id: m.id,
+        url,
+        port,
+        dir,
+    });
+    c.members.push(None);
+    c.start(3, true);
+    let d2 = payloads("m2", 20);
+    let idx = propose_all(&c, l, &d2);
+    let a = c.converge(&[0, 1, 2, 3], *idx.last().unwrap(), T);
+    let mut want = d1;
+    want.extend(d2);
+    assert_eq!(a.data(), want);
+    assert!(c.node(3).status().is_learner);
+    // A joining member learns the configuration from the leader's snapshot.
+    assert_eq!(c.node(3).metrics().snapshots_installed, 1);
+    assert_eq!(c.node(3).members().len(), 4);
+    // Promote it; it votes from then on.
+    let l = c.leader(T);
+    let members =
+        c.rt.block_on(c.node(l).promote_member(m.id))
+            .expect("promote");
+    assert!(members.iter().all(|x| !x.is_learner));
+    let r = c.rt.block_on(c.node(l).promote_member(m.id));
+    assert_eq!(r.err(), Some(Error::NotLearner));
+    // Remove a follower that is not the new member.
+    let victim = (0..3).find(|&i| i != l).unwrap();
+    let vid = c.specs[victim].id;
+    let members = c.rt.block_on(c.node(l).remove_member(vid)).expect("remove");
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|x| x.id != vid));
+    // The removed member stops and cannot come back.
+    let deadline = std::time::Instant::now() + T;
+    while !c.node(victim).is_removed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "removed member did not notice"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.stop(victim);
+    let gate = Gate::default();
+    let cfg = c.config(victim, false, &gate);
+    let r = start_node(cfg, &c.specs[victim].dir, &c.rt);
+    assert!(
+        matches!(r, Err(Error::Removed)),
+        "restart of a removed member"
+    );
+    // The rest go on, four entries later.
+    let rest: Vec<usize> = c.running();
+    let l = c.leader_among(&rest, T);
+    let d3 = payloads("m3", 10);
+    let idx = propose_all(&c, l, &d3);
+    let a = c.converge(&rest, *idx.last().unwrap(), T);
+    want.extend(d3);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn reads_wait_for_the_read_index_and_fail_fast_without_a_leader() {
+    let mut c = Cluster::new(3);
+    let l = c.leader(T);
+    let f = (l + 1) % 3;
+    let idx = c.propose(l, b"x").unwrap();
+    // A read on a follower returns an index at or past every write it saw
+    // acknowledged, and the follower has applied it by then.
+    let ri = c.rt.block_on(c.node(f).read_index()).expect("read index");
+    assert!(ri >= idx, "read index {ri} < {idx}");
+    assert!(c.applied(f).last >= ri);
+    // Many concurrent reads share rounds and all succeed.
+    let node = c.node(f);
+    let outs =
+        c.rt.block_on(join_all((0..200).map(|_| node.read_index()).collect()));
+    assert!(outs.iter().all(|r| matches!(r, Ok(i) if *i >= idx)));
+    // Alone, a member has no leader: reads fail.
+    let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
+    for i in others {
+        c.stop(i);
+    }
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = c.rt.block_on(c.node(f).read_index());
+        if matches!(r, Err(Error::NoLeader)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still reading without a quorum: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
