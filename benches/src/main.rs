@@ -16,10 +16,13 @@
 //!   (`benches/etcd-mvcc/`) with `--etcd-bench`.
 //! * `cairn-bench mvcc-compact`: the longest pause a steady writer sees while
 //!   a 1,000,000-revision history is compacted.
+//! * `cairn-bench raft-propose`: proposals per second committed by 1- and
+//!   3-member raft clusters on loopback, with fsyncs per second.
 
 mod btree;
 mod mvcc;
 mod mvcc_compact;
+mod raft;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +50,9 @@ enum Command {
     /// A steady writer while a large history is compacted: its latency and
     /// longest pause, against a baseline without compaction.
     MvccCompact(mvcc_compact::CompactArgs),
+    /// Proposals per second through a raft cluster of in-process members on
+    /// loopback, with the leader's fsyncs per second.
+    RaftPropose(raft::RaftArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::BtreePut(args) => btree::run_put(args),
         Command::MvccPut(args) => mvcc::run(args),
         Command::MvccCompact(args) => mvcc_compact::run(args),
+        Command::RaftPropose(args) => raft::run(args),
     }
 }
