@@ -258,8 +258,8 @@ pub fn run(a: RaftArgs) -> anyhow::Result<()> {
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
             println!(
                 "{:>7} {:>9} {:>13.0} {:>9.3} {:>9.3} {:>10.3} {:>10.0} {:>14.1}",
-                r["members"],
-                r["proposers"],
+                r["members"].as_u64().unwrap_or(0),
+                r["proposers"].as_u64().unwrap_or(0),
                 f("proposals_per_s"),
                 f("p50_us") / 1e3,
                 f("p99_us") / 1e3,
