@@ -99,3 +99,52 @@ fn closing_a_database_releases_its_lock_at_once_and_a_second_writer_is_refused()
         );
     }
 }
+
+#[test]
+fn a_copy_of_a_read_snapshot_is_that_snapshot_while_writers_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path().join("db"), Options::default()).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    {
+        let mut b = tx.create_bucket(b"a").unwrap();
+        for i in 0..5_000u32 {
+            b.put(&key(i), format!("v1-{i}").as_bytes()).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let snap = db.begin_read();
+    // Writers change and delete everything after the snapshot was taken.
+    for round in 0..3 {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut b = tx.bucket_mut(b"a").unwrap().unwrap();
+            for i in 0..5_000u32 {
+                if i % 2 == 0 {
+                    b.delete(&key(i)).unwrap();
+                } else {
+                    b.put(&key(i), format!("v2-{round}-{i}").as_bytes())
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let mut bytes = Vec::new();
+    let n = snap.copy_to(&mut bytes).unwrap();
+    assert_eq!(n as usize, bytes.len());
+    let copy_path = tmp.path().join("copy");
+    std::fs::write(&copy_path, &bytes).unwrap();
+    let copy = Db::open(&copy_path, Options::default()).unwrap();
+    let r = copy.check();
+    assert!(r.is_ok(), "{:?}", r.problems);
+    let rt = copy.begin_read();
+    let b = rt.bucket(b"a").unwrap().unwrap();
+    for i in 0..5_000u32 {
+        assert_eq!(
+            b.get(&key(i)).unwrap(),
+            Some(format!("v1-{i}").as_bytes()),
+            "{i}"
+        );
+    }
+    assert_eq!(b.iter().count(), 5_000);
+}

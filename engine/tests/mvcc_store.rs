@@ -347,3 +347,50 @@ fn compaction_removes_history_and_keeps_the_latest() {
     // Puts at 2..=51, the delete at 52: 5 kept at 40 (k0..k4), plus 41..=52.
     assert_eq!(n, 5 + 12);
 }
+
+#[test]
+fn bucket_changes_made_with_a_write_land_with_it_and_only_if_it_succeeds() {
+    let mut t = T::new();
+    let lease_key = 7i64.to_be_bytes().to_vec();
+    let put = |k: &[u8]| AuxOp::Put {
+        bucket: schema::LEASE,
+        key: k.to_vec(),
+        value: b"lease record".to_vec(),
+    };
+    let e = t.entry();
+    let out = t
+        .store
+        .write_with(
+            e,
+            WriteRequest::Put(PutRequest::new("k", "v")),
+            vec![put(&lease_key)],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.response.revision(), 2);
+    // A failing write (ignore_value on a missing key) leaves the bucket alone
+    // but still counts as applied.
+    let mut bad = PutRequest::new("missing", "");
+    bad.ignore_value = true;
+    let e = t.entry();
+    let r = t
+        .store
+        .write_with(e, WriteRequest::Put(bad), vec![put(b"other")]);
+    assert!(matches!(r, Err(Error::KeyNotFound)));
+    assert_eq!(t.store.applied_index(), e);
+    // A replay of the entry changes nothing.
+    let again = t
+        .store
+        .write_with(
+            e,
+            WriteRequest::Put(PutRequest::new("k", "v2")),
+            vec![put(b"third")],
+        )
+        .unwrap();
+    assert!(matches!(again, Applied::AlreadyApplied));
+    let want = vec![(lease_key.clone(), b"lease record".to_vec())];
+    assert_eq!(t.store.aux_scan(schema::LEASE).unwrap(), want);
+    t.reopen();
+    assert_eq!(t.store.aux_scan(schema::LEASE).unwrap(), want);
+    assert_eq!(t.get("k").unwrap().value, b"v");
+}

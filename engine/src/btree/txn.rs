@@ -61,6 +61,31 @@ impl ReadTxn {
         &self.map
     }
 
+    /// Writes a complete database file holding exactly this snapshot: its
+    /// meta in both meta slots, then every page below its high-water mark
+    /// as this snapshot sees them. Pages this snapshot can reach are never
+    /// reused while it lives, so the copy is consistent while writers go on.
+    /// Returns the bytes written.
+    pub fn copy_to(&self, out: &mut impl std::io::Write) -> Result<u64> {
+        let ps = self.db.ps;
+        let meta_page = {
+            let mut p = vec![0u8; ps];
+            p[..super::meta::META_LEN].copy_from_slice(&self.meta.encode());
+            p
+        };
+        let io = |e: std::io::Error| super::error::Error::Io {
+            op: "writing a database copy",
+            path: self.db.path.clone(),
+            source: e,
+        };
+        out.write_all(&meta_page).map_err(io)?;
+        out.write_all(&meta_page).map_err(io)?;
+        for id in 2..self.meta.hwm {
+            out.write_all(self.map.page(id, ps)?).map_err(io)?;
+        }
+        Ok(self.meta.hwm * ps as u64)
+    }
+
     /// The raw bytes of page `id` as this snapshot sees it (for tools).
     pub fn raw_page(&self, id: PageId) -> Result<&[u8]> {
         self.map.page(id, self.db.ps)

@@ -427,6 +427,20 @@ impl Store {
     /// or lease) is the entry's result — unless the error is fatal
     /// ([`Error::is_fatal`]), after which the store refuses writes.
     pub fn write(&self, entry: EntryId, req: WriteRequest) -> Result<Applied<WriteOutcome>> {
+        self.write_with(entry, req, Vec::new())
+    }
+
+    /// [`Store::write`], plus changes to the server's buckets made by the
+    /// same log entry (a lease revocation deletes the lease's keys and its
+    /// record together). The bucket changes are made only if the write
+    /// succeeds.
+    pub fn write_with(
+        &self,
+        entry: EntryId,
+        req: WriteRequest,
+        aux: Vec<AuxOp>,
+    ) -> Result<Applied<WriteOutcome>> {
+        check_aux(&aux)?;
         let inner = &*self.inner;
         inner.throttle();
         let mut w = inner.writer()?;
@@ -468,7 +482,14 @@ impl Store {
             lock(&inner.view).rev = main;
         }
         w.applied = entry;
-        active.write().applied = Some(entry);
+        {
+            let mut d = active.write();
+            d.applied = Some(entry);
+            if result.is_ok() {
+                w.active_ops += aux.len();
+                d.aux.extend(aux);
+            }
+        }
         w.active_ops += events.len().max(1);
         if !events.is_empty() {
             inner.hub.notify(main, &events);
@@ -484,12 +505,7 @@ impl Store {
     /// alarms), or none, for log entry `entry`, committed with the key data
     /// of the same batch.
     pub fn apply_aux(&self, entry: EntryId, ops: Vec<AuxOp>) -> Result<Applied<()>> {
-        if let Some(op) = ops.iter().find(|op| !schema::is_aux_bucket(op.bucket())) {
-            return Err(Error::Corrupt(format!(
-                "bucket {:?} is not one the server writes",
-                String::from_utf8_lossy(op.bucket())
-            )));
-        }
+        check_aux(&ops)?;
         let inner = &*self.inner;
         inner.throttle();
         let mut w = inner.writer()?;
@@ -791,6 +807,17 @@ impl Inner {
         lock(&self.writer).failed = Some(msg.clone());
         lock(&self.commit).error = Some(msg);
         self.committed_cv.notify_all();
+    }
+}
+
+/// The server writes only its own buckets.
+fn check_aux(ops: &[AuxOp]) -> Result<()> {
+    match ops.iter().find(|op| !schema::is_aux_bucket(op.bucket())) {
+        Some(op) => Err(Error::Corrupt(format!(
+            "bucket {:?} is not one the server writes",
+            String::from_utf8_lossy(op.bucket())
+        ))),
+        None => Ok(()),
     }
 }
 
