@@ -47,8 +47,9 @@ pub trait StateMachine: Send + 'static {
     fn durable_index(&self) -> u64;
 
     /// Applies a committed proposal (the bytes the proposer gave). An entry
-    /// at or below the durable index it had at start is a replay and must
-    /// change nothing.
+    /// at or below the durable index it had at start, or at or below the
+    /// index its last [`StateMachine::restore`] returned, is a replay and
+    /// must change nothing.
     fn apply(&mut self, entry: EntryId, data: &[u8]) -> Self::Output;
 
     /// A committed entry that is not a proposal: a new leader's empty entry
@@ -92,6 +93,8 @@ struct WaitersInner<O> {
     by_id: HashMap<u64, Waiter<O>>,
     /// Proposals this member made as leader, by the index they got.
     by_index: BTreeMap<u64, u64>,
+    /// Set when the node stops: later registrations fail at once.
+    closed: Option<Error>,
 }
 
 /// Proposers waiting for their entries, shared by the node loop (which
@@ -107,6 +110,7 @@ impl<O> Waiters<O> {
             inner: Mutex::new(WaitersInner {
                 by_id: HashMap::new(),
                 by_index: BTreeMap::new(),
+                closed: None,
             }),
         }
     }
@@ -122,7 +126,12 @@ impl<O> Waiters<O> {
         epoch: u64,
     ) -> oneshot::Receiver<Result<Outcome<O>>> {
         let (tx, rx) = oneshot::channel();
-        self.lock().by_id.insert(
+        let mut w = self.lock();
+        if let Some(e) = &w.closed {
+            let _ = tx.send(Err(e.clone()));
+            return rx;
+        }
+        w.by_id.insert(
             id,
             Waiter {
                 tx,
@@ -138,13 +147,38 @@ impl<O> Waiters<O> {
         self.lock().by_id.len()
     }
 
-    /// Records the index a proposal got in this (leader's) log.
+    /// Records the index a proposal got in this (leader's) log. A proposal
+    /// this member placed there before lost its place: the entry at that
+    /// index was replaced, so it was never committed.
     pub fn place(&self, id: u64, index: u64) {
         let mut w = self.lock();
+        if !w.by_id.contains_key(&id) {
+            return;
+        }
+        let replaced = w.by_index.insert(index, id);
+        if let Some(x) = replaced.and_then(|old| w.by_id.remove(&old)) {
+            let _ = x.tx.send(Err(Error::LeaderChanged));
+        }
         if let Some(x) = w.by_id.get_mut(&id) {
             x.index = Some(index);
-            w.by_index.insert(index, id);
         }
+    }
+
+    /// The state machine was replaced by a snapshot covering `index`:
+    /// proposals placed at or below it may be inside it, so nothing more is
+    /// known of them.
+    pub fn unknown_through(&self, index: u64) -> usize {
+        let mut w = self.lock();
+        let ids: Vec<u64> = w.by_index.range(..=index).map(|(_, &id)| id).collect();
+        w.by_index.retain(|&i, _| i > index);
+        let mut n = 0;
+        for id in ids {
+            if let Some(x) = w.by_id.remove(&id) {
+                let _ = x.tx.send(Err(Error::TimeoutLeaderFail));
+                n += 1;
+            }
+        }
+        n
     }
 
     pub fn complete(&self, id: u64, outcome: Result<Outcome<O>>) -> bool {
@@ -207,8 +241,10 @@ impl<O> Waiters<O> {
         expired.len()
     }
 
+    /// Fails every waiter, and every later registration.
     pub fn fail_all(&self, e: Error) {
         let mut w = self.lock();
+        w.closed = Some(e.clone());
         w.by_index.clear();
         for (_, x) in w.by_id.drain() {
             let _ = x.tx.send(Err(e.clone()));
@@ -220,6 +256,9 @@ impl<O> Waiters<O> {
 pub(crate) struct Committed {
     pub id: EntryId,
     pub what: What,
+    /// Already covered by the snapshot the state machine was restored from:
+    /// applied again only to keep the sequence, its outcome is unknown.
+    pub replay: bool,
 }
 
 pub(crate) enum What {
@@ -265,31 +304,48 @@ pub(crate) fn run<S: StateMachine>(
     while let Ok(task) = tasks.recv() {
         match task {
             ApplyTask::Entries(list) => {
+                // Apply the batch, tell the driver, and only then answer the
+                // proposers: a proposer that acts on its answer (say, a
+                // membership change right after another) finds raft already
+                // knowing the entry is applied.
+                let mut done = Vec::new();
                 let mut last = None;
                 for c in list {
                     match c.what {
                         What::Proposal { request, data } => {
                             let out = sm.apply(c.id, &data);
-                            waiters.complete(request, Ok(Outcome::Output(out)));
+                            done.push((
+                                request,
+                                if c.replay {
+                                    // The state machine skipped it: what it
+                                    // answered is not the proposal's outcome.
+                                    Err(Error::TimeoutLeaderFail)
+                                } else {
+                                    Ok(Outcome::Output(out))
+                                },
+                            ));
                         }
                         What::Empty { request } => {
                             sm.apply_other(c.id, None);
                             if request != 0 {
-                                waiters.complete(request, Ok(Outcome::Conf));
+                                done.push((request, Ok(Outcome::Conf)));
                             }
                         }
                         What::Membership { request, change } => {
                             sm.apply_other(c.id, Some(&change));
-                            waiters.complete(request, Ok(Outcome::Conf));
+                            done.push((request, Ok(Outcome::Conf)));
                         }
                     }
-                    let lost = waiters.fail_lost_through(c.id.index);
-                    counters.failed.fetch_add(lost as u64, Relaxed);
                     counters.applied.store(c.id.index, Relaxed);
                     last = Some(c.id.index);
                 }
                 if let Some(i) = last {
                     report(Report::Applied(i));
+                    for (request, outcome) in done {
+                        waiters.complete(request, outcome);
+                    }
+                    let lost = waiters.fail_lost_through(i);
+                    counters.failed.fetch_add(lost as u64, Relaxed);
                 }
             }
             ApplyTask::Restore { file, reply } => {
@@ -301,5 +357,71 @@ pub(crate) fn run<S: StateMachine>(
             }
             ApplyTask::Sync => report(Report::Synced(sm.sync())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn another_entry_at_a_placed_index_means_the_proposal_was_lost() {
+        let w: Waiters<u32> = Waiters::new();
+        let mut a = w.register(1, later(), 0);
+        let mut b = w.register(2, later(), 0);
+        w.place(1, 10);
+        w.place(2, 11);
+        // Entry 10 applied with another request's data: 1 is lost.
+        assert_eq!(w.fail_lost_through(10), 1);
+        assert_eq!(a.try_recv().unwrap().unwrap_err(), Error::LeaderChanged);
+        assert!(b.try_recv().is_err(), "2 still waits");
+        assert!(w.complete(2, Ok(Outcome::Output(7))));
+        assert!(matches!(b.try_recv().unwrap(), Ok(Outcome::Output(7))));
+    }
+
+    #[test]
+    fn a_new_proposal_at_the_same_index_replaces_the_old_one() {
+        let w: Waiters<u32> = Waiters::new();
+        let mut a = w.register(1, later(), 0);
+        let _b = w.register(2, later(), 0);
+        w.place(1, 10);
+        w.place(2, 10);
+        assert_eq!(a.try_recv().unwrap().unwrap_err(), Error::LeaderChanged);
+        // Applying 10 as request 2 completes it; nothing else is failed.
+        assert!(w.complete(2, Ok(Outcome::Output(1))));
+        assert_eq!(w.fail_lost_through(10), 0);
+    }
+
+    #[test]
+    fn a_snapshot_makes_placed_proposals_unknown_not_lost() {
+        let w: Waiters<u32> = Waiters::new();
+        let mut a = w.register(1, later(), 0);
+        let mut b = w.register(2, later(), 0);
+        w.place(1, 10);
+        w.place(2, 20);
+        assert_eq!(w.unknown_through(15), 1);
+        assert_eq!(a.try_recv().unwrap().unwrap_err(), Error::TimeoutLeaderFail);
+        // Applying 16..19 later says nothing about 1 any more.
+        assert_eq!(w.fail_lost_through(19), 0);
+        assert!(b.try_recv().is_err());
+    }
+
+    #[test]
+    fn expiry_tells_timeouts_apart_by_leader_changes_and_closing_fails_late_comers() {
+        let w: Waiters<u32> = Waiters::new();
+        let past = Instant::now();
+        let mut a = w.register(1, past, 0);
+        let mut b = w.register(2, past, 3);
+        assert_eq!(w.expire(Instant::now(), 3), 2);
+        assert_eq!(a.try_recv().unwrap().unwrap_err(), Error::TimeoutLeaderFail);
+        assert_eq!(b.try_recv().unwrap().unwrap_err(), Error::Timeout);
+        w.fail_all(Error::Stopped);
+        let mut c = w.register(3, later(), 0);
+        assert_eq!(c.try_recv().unwrap().unwrap_err(), Error::Stopped);
     }
 }

@@ -89,7 +89,8 @@ pub(crate) struct Recovered {
     core: Core,
     pub membership: Membership,
     conf_state: ConfState,
-    marker_index: u64,
+    pub marker_index: u64,
+    pub marker_term: u64,
     /// Records to write before anything else (a new member's first marker).
     bootstrap: Vec<Record>,
 }
@@ -146,6 +147,7 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
             membership,
             conf_state: cs,
             marker_index: index,
+            marker_term: term,
             bootstrap,
         });
     }
@@ -153,12 +155,26 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
         .snapshot
         .ok_or_else(|| Error::Storage("the WAL has raft state but no snapshot marker".into()))?;
     let (cs, membership) = storage::decode_marker(&marker.data)?;
-    let entries = log
+    let mut entries = log
         .entries
         .iter()
         .filter(|e| e.index > marker.index)
         .map(|e| storage::entry_from_wal(e.index, e.term, &e.data))
         .collect::<Result<Vec<_>>>()?;
+    // Installing a leader's snapshot replaces raft's whole log, but the WAL
+    // keeps the entries it had after the snapshot's index until new ones
+    // replace them. Those are from an older history: all their terms are
+    // below the snapshot's (a leader of a later term holds the committed
+    // entry at the snapshot's index, so anything it appended would have
+    // matched it). Drop them.
+    if entries.first().is_some_and(|e| e.term < marker.term) {
+        tracing::info!(
+            snapshot_index = marker.index,
+            dropped = entries.len(),
+            "dropping log entries the installed snapshot replaced"
+        );
+        entries.clear();
+    }
     let last = entries.last().map_or(marker.index, |e| e.index);
     let mut hs = HardState::default();
     if let Some(h) = log.hard_state {
@@ -166,13 +182,9 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
         hs.vote = h.vote;
         hs.commit = h.commit;
     }
-    // The commit index is persisted lazily; entries the state machine
-    // made durable, and those the marker covers, were committed.
-    hs.commit = hs
-        .commit
-        .max(marker.index)
-        .max(sm_durable.min(last))
-        .min(last);
+    // The commit index is persisted lazily, but never below a marker
+    // (markers cover committed entries only).
+    hs.commit = hs.commit.max(marker.index).min(last);
     hs.term = hs.term.max(marker.term);
     let mut meta = SnapshotMetadata {
         index: marker.index,
@@ -194,6 +206,7 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
         membership,
         conf_state: cs,
         marker_index: marker.index,
+        marker_term: marker.term,
         bootstrap: Vec::new(),
     })
 }
@@ -204,8 +217,9 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
 struct Reads {
     queued: Vec<oneshot::Sender<Result<u64>>>,
     inflight: Option<Inflight>,
-    /// Confirmed read indexes waiting for the apply thread.
-    waiting: BTreeMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    /// Confirmed read indexes waiting for the apply thread, each reader with
+    /// its deadline.
+    waiting: BTreeMap<u64, Vec<(Instant, ReadReply)>>,
     next_ctx: u64,
 }
 
@@ -215,6 +229,8 @@ struct Inflight {
     started: Instant,
     sent: Instant,
 }
+
+type ReadReply = oneshot::Sender<Result<u64>>;
 
 /// How often an unanswered ReadIndex is asked again.
 const READ_RETRY: Duration = Duration::from_millis(500);
@@ -240,6 +256,9 @@ pub(crate) struct Driver<O> {
     applied: u64,
     /// Index of the last WAL snapshot marker.
     last_marker: u64,
+    /// What the state machine's last restore covered: entries up to it are
+    /// replays.
+    restored_through: u64,
     syncing: bool,
     /// Configuration and membership after each change handed over since the
     /// last marker, the first one as of the marker.
@@ -299,6 +318,7 @@ impl<O: Send + 'static> Driver<O> {
             request_timeout: cfg.request_timeout,
             applied: rec.marker_index,
             last_marker: rec.marker_index,
+            restored_through: 0,
             syncing: false,
             conf_history: vec![(rec.marker_index, rec.conf_state, rec.membership.clone())],
             membership: rec.membership,
@@ -313,8 +333,20 @@ impl<O: Send + 'static> Driver<O> {
 
     /// The loop; returns when stopped, removed, or failed.
     pub fn run(mut self) {
-        if let Err(e) = self.run_inner() {
-            tracing::error!(error = %e, "raft node stopped on an error");
+        // Whatever happens — an error, or a panic inside raft-rs — every
+        // waiter is answered and the transport stops.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_inner()));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "raft node stopped on an error"),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                tracing::error!(panic = msg, "raft node stopped on a panic");
+            }
         }
         self.shared.stopped.store(true, Relaxed);
         let reason = if self.shared.removed.load(Relaxed) {
@@ -412,7 +444,11 @@ impl<O: Send + 'static> Driver<O> {
             Input::TransferLeader { to, reply } => self.transfer_leader(to, reply),
             Input::Messages(msgs) => {
                 for m in msgs {
-                    if self.membership.is_removed(m.from) {
+                    // Snapshots arrive only on a snapshot stream, with their
+                    // data; one inside a message batch has none.
+                    if self.membership.is_removed(m.from)
+                        || m.get_msg_type() == MessageType::MsgSnapshot
+                    {
                         continue;
                     }
                     if let Err(e) = self.raw.step(m) {
@@ -535,6 +571,17 @@ impl<O: Send + 'static> Driver<O> {
                 self.raw.read_index(inf.ctx.to_be_bytes().to_vec());
             }
         }
+        // Reads whose index never got applied in time.
+        for txs in self.reads.waiting.values_mut() {
+            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(txs)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            *txs = keep;
+            for (_, tx) in late {
+                let _ = tx.send(Err(Error::Timeout));
+            }
+        }
+        self.reads.waiting.retain(|_, txs| !txs.is_empty());
         let timed_out = self
             .transfer
             .as_ref()
@@ -579,11 +626,12 @@ impl<O: Send + 'static> Driver<O> {
                 let _ = tx.send(Ok(index));
             }
         } else {
+            let deadline = inf.started + self.request_timeout;
             self.reads
                 .waiting
                 .entry(index)
                 .or_default()
-                .extend(inf.waiters);
+                .extend(inf.waiters.into_iter().map(|tx| (deadline, tx)));
         }
     }
 
@@ -600,9 +648,22 @@ impl<O: Send + 'static> Driver<O> {
                 let _ = tx.send(Err(e.clone()));
             }
             for (_, txs) in std::mem::take(&mut self.reads.waiting) {
-                for tx in txs {
+                for (_, tx) in txs {
                     let _ = tx.send(Err(e.clone()));
                 }
+            }
+        }
+    }
+
+    /// Answers the reads whose index has been applied.
+    fn release_reads(&mut self) {
+        while let Some((&i, _)) = self.reads.waiting.first_key_value() {
+            if i > self.applied {
+                break;
+            }
+            let (i, txs) = self.reads.waiting.pop_first().expect("checked");
+            for (_, tx) in txs {
+                let _ = tx.send(Ok(i));
             }
         }
     }
@@ -614,15 +675,7 @@ impl<O: Send + 'static> Driver<O> {
         self.applied = index;
         self.raw
             .advance_apply_to(index.min(self.raw.raft.raft_log.committed));
-        while let Some((&i, _)) = self.reads.waiting.first_key_value() {
-            if i > index {
-                break;
-            }
-            let (i, txs) = self.reads.waiting.pop_first().expect("checked");
-            for tx in txs {
-                let _ = tx.send(Ok(i));
-            }
-        }
+        self.release_reads();
         // What a lagging follower would be sent now.
         let (cs, ms) = self.conf_at(index);
         let term = self.storage.rl().term(index).ok();
@@ -747,6 +800,7 @@ impl<O: Send + 'static> Driver<O> {
         s.applied = self.applied;
         s.role = role;
         s.is_learner = self.membership.get(r.id).is_some_and(|m| m.is_learner);
+        s.snapshot_index = self.last_marker;
         self.shared
             .counters
             .committed
@@ -808,12 +862,32 @@ impl<O: Send + 'static> Driver<O> {
         self.send(rd.take_messages());
         let mut records = Vec::new();
         let mut must_sync = rd.must_sync();
-        if !rd.snapshot().is_empty() {
+        // A snapshot from the leader: its marker goes into the WAL first and
+        // the state machine takes its data after (its file stays in the
+        // snapshot directory until then, so a crash in between restores it
+        // again at start); entries committed with it wait for the state
+        // machine.
+        let snapshot = if rd.snapshot().is_empty() {
+            None
+        } else {
             let snap = rd.snapshot().clone();
-            self.install_snapshot(&snap, &mut records)?;
+            let file = self.take_received(&snap)?;
+            let membership = Membership::decode(&snap.data)?;
+            let meta = snap.get_metadata();
+            records.push(Record::Snapshot(SnapshotMarker {
+                index: meta.index,
+                term: meta.term,
+                data: storage::encode_marker(meta.get_conf_state(), &membership),
+            }));
+            self.storage.wl().apply_snapshot(meta);
+            self.hs_dirty = true;
             must_sync = true;
+            Some((snap, file, membership))
+        };
+        let mut committed = rd.take_committed_entries();
+        if snapshot.is_none() {
+            self.hand_over(std::mem::take(&mut committed))?;
         }
-        self.hand_over(rd.take_committed_entries())?;
         let entries = rd.take_entries();
         for e in &entries {
             records.push(Record::entry(e.index, e.term, storage::entry_to_wal(e)));
@@ -835,12 +909,25 @@ impl<O: Send + 'static> Driver<O> {
                 drop(self.wal.submit(records)?);
             }
         }
+        let installed = match snapshot {
+            Some((snap, file, membership)) => {
+                self.restore(&snap, file, membership)?;
+                self.hand_over(committed)?;
+                Some(snap.get_metadata().index)
+            }
+            None => None,
+        };
         self.storage.wl().append(&entries)?;
         for rs in rd.take_read_states() {
             self.on_read_state(&rs.request_ctx, rs.index);
         }
         self.send(rd.take_persisted_messages());
         let mut light = self.raw.advance_append(rd);
+        if let Some(index) = installed {
+            // raft-rs does not move its applied index to an installed
+            // snapshot; until told, it would read entries from below it.
+            self.raw.advance_apply_to(index);
+        }
         if let Some(c) = light.commit_index() {
             self.storage.wl().hard_state.commit = c;
             self.hs_dirty = true;
@@ -850,17 +937,24 @@ impl<O: Send + 'static> Driver<O> {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snap: &Snapshot, records: &mut Vec<Record>) -> Result<()> {
-        let meta = snap.get_metadata();
-        let file = self.received.remove(&meta.index).ok_or_else(|| {
+    /// The received file holding a snapshot's data.
+    fn take_received(&mut self, snap: &Snapshot) -> Result<PathBuf> {
+        let index = snap.get_metadata().index;
+        let file = self.received.remove(&index).ok_or_else(|| {
             Error::Storage(format!(
-                "raft installs snapshot {} but its data was not received",
-                meta.index
+                "raft installs snapshot {index} but its data was not received"
             ))
         })?;
         for (_, stale) in self.received.drain() {
             let _ = std::fs::remove_file(stale);
         }
+        Ok(file)
+    }
+
+    /// The state machine takes a snapshot's data (after everything handed
+    /// to it before), and the node's view follows.
+    fn restore(&mut self, snap: &Snapshot, file: PathBuf, membership: Membership) -> Result<()> {
+        let meta = snap.get_metadata();
         let (tx, rx) = std::sync::mpsc::channel();
         self.apply_tx
             .send(ApplyTask::Restore { file, reply: tx })
@@ -875,19 +969,23 @@ impl<O: Send + 'static> Driver<O> {
                 meta.index
             )));
         }
-        let membership = Membership::decode(&snap.data)?;
         let cs = meta.get_conf_state().clone();
-        records.push(Record::Snapshot(SnapshotMarker {
+        self.set_membership(membership);
+        self.conf_history = vec![(meta.index, cs.clone(), self.membership.clone())];
+        self.last_marker = meta.index;
+        self.restored_through = covered;
+        // Proposals placed at or below what the snapshot covers may be in
+        // it: their outcome is unknown.
+        let n = self.shared.waiters.unknown_through(covered);
+        self.shared.counters.failed.fetch_add(n as u64, Relaxed);
+        self.storage.wl().set_point(SnapshotPoint {
             index: meta.index,
             term: meta.term,
-            data: storage::encode_marker(&cs, &membership),
-        }));
-        self.storage.wl().apply_snapshot(meta);
-        self.hs_dirty = true;
-        self.set_membership(membership);
-        self.conf_history = vec![(meta.index, cs, self.membership.clone())];
-        self.last_marker = meta.index;
+            conf_state: cs,
+            membership: self.membership.clone(),
+        });
         self.applied = self.applied.max(covered);
+        self.release_reads();
         self.shared
             .counters
             .snapshots_installed
@@ -973,7 +1071,11 @@ impl<O: Send + 'static> Driver<O> {
                     self.conf_entry(&e, v2)?
                 }
             };
-            out.push(Committed { id, what });
+            out.push(Committed {
+                id,
+                what,
+                replay: e.index <= self.restored_through,
+            });
         }
         self.apply_tx
             .send(ApplyTask::Entries(out))
@@ -1038,4 +1140,74 @@ fn wal_hs(hs: &HardState) -> Record {
         vote: hs.vote,
         commit: hs.commit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeConfig;
+    use cairn_wal::WalOptions;
+
+    fn wal_with(records: Vec<Record>) -> (tempfile::TempDir, Wal) {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = Wal::create(tmp.path().join("wal"), WalOptions::default(), b"m").unwrap();
+        wal.append(records).unwrap();
+        (tmp, wal)
+    }
+
+    fn entry(index: u64, term: u64) -> Record {
+        let e = Entry {
+            index,
+            term,
+            ..Default::default()
+        };
+        Record::entry(index, term, storage::entry_to_wal(&e))
+    }
+
+    fn marker(index: u64, term: u64) -> Record {
+        Record::Snapshot(SnapshotMarker {
+            index,
+            term,
+            data: storage::encode_marker(&ConfState::default(), &Membership::default()),
+        })
+    }
+
+    fn hs(term: u64, commit: u64) -> Record {
+        Record::HardState(cairn_wal::HardState {
+            term,
+            vote: 0,
+            commit,
+        })
+    }
+
+    #[test]
+    fn entries_an_installed_snapshot_replaced_are_dropped_at_recovery() {
+        // Entries 2..=6 of term 2, then a leader's snapshot at 4 (term 3):
+        // 5 and 6 are from the replaced history.
+        let mut recs = vec![marker(1, 1)];
+        recs.extend((2..=6).map(|i| entry(i, 2)));
+        recs.push(hs(2, 3));
+        recs.push(marker(4, 3));
+        recs.push(hs(3, 4));
+        let (tmp, wal) = wal_with(recs);
+        let cfg = NodeConfig::new(1, 1, tmp.path().join("snap"));
+        let r = recover(&cfg, &wal, 0).unwrap();
+        assert_eq!(r.marker_index, 4);
+        assert_eq!(r.core.last_index(), 4);
+        assert_eq!(r.core.hard_state.commit, 4);
+    }
+
+    #[test]
+    fn entries_after_a_compaction_marker_are_kept_and_commit_is_never_raised_past_them() {
+        let mut recs = vec![marker(1, 1)];
+        recs.extend((2..=6).map(|i| entry(i, 2)));
+        recs.push(marker(4, 2));
+        recs.push(hs(2, 5));
+        let (tmp, wal) = wal_with(recs);
+        let cfg = NodeConfig::new(1, 1, tmp.path().join("snap"));
+        // Even if the state machine says it holds more than the log.
+        let r = recover(&cfg, &wal, 9).unwrap();
+        assert_eq!((r.core.first_index(), r.core.last_index()), (5, 6));
+        assert_eq!(r.core.hard_state.commit, 5);
+    }
 }

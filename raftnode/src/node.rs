@@ -121,6 +121,8 @@ pub struct Status {
     pub applied: u64,
     pub role: Role,
     pub is_learner: bool,
+    /// The last log compaction point (the WAL's last snapshot marker).
+    pub snapshot_index: u64,
 }
 
 /// Counters for metrics (etcd's `etcd_server_proposals_*` and
@@ -255,6 +257,66 @@ pub(crate) fn removed_reason(id: u64) -> String {
     )
 }
 
+/// A received snapshot file: `<from>-<term>-<index>-<random>.snap`, hex.
+fn snapshot_file_id(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".snap")?;
+    let mut parts = stem.split('-');
+    let _from = parts.next()?;
+    let term = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let index = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((term, index))
+}
+
+/// The WAL's last marker is a leader's snapshot the state machine had not
+/// made its own when the member stopped (the marker is written first): take
+/// it from its file again. Older snapshot files are removed.
+fn restore_if_behind<S: StateMachine>(
+    dir: &std::path::Path,
+    sm: &mut S,
+    rec: &driver::Recovered,
+) -> Result<()> {
+    let files: Vec<(u64, u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Storage(format!("reading {}: {e}", dir.display())))?
+        .filter_map(|d| d.ok())
+        .filter_map(|d| {
+            let name = d.file_name().into_string().ok()?;
+            let (term, index) = snapshot_file_id(&name)?;
+            Some((term, index, d.path()))
+        })
+        .collect();
+    // Index 1 is a new cluster's initial configuration: no data.
+    if rec.marker_index > 1 && sm.durable_index() < rec.marker_index {
+        let (_, _, file) = files
+            .iter()
+            .find(|(t, i, _)| *t == rec.marker_term && *i == rec.marker_index)
+            .ok_or_else(|| {
+                Error::Storage(format!(
+                    "the state machine holds index {} but the WAL's snapshot is at {}, and its file is not in {}",
+                    sm.durable_index(),
+                    rec.marker_index,
+                    dir.display()
+                ))
+            })?;
+        let covered = sm
+            .restore(file)
+            .map_err(|e| Error::Storage(format!("restoring {}: {e}", file.display())))?;
+        if covered < rec.marker_index {
+            return Err(Error::Storage(format!(
+                "{} covers index {covered}, the WAL's snapshot is at {}",
+                file.display(),
+                rec.marker_index
+            )));
+        }
+        tracing::info!(index = rec.marker_index, file = %file.display(), "restored the state machine from the snapshot the WAL names");
+    }
+    for (_, index, f) in files {
+        if index <= sm.durable_index() && f.exists() {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    Ok(())
+}
+
 /// Votes needed among `n` voters.
 fn quorum(n: usize) -> usize {
     n / 2 + 1
@@ -282,10 +344,12 @@ impl<O: Send + 'static> Node<O> {
         if cfg.snap_dir.join(REMOVED_FILE).exists() {
             return Err(Error::Removed);
         }
+        let mut sm = sm;
         let recovered = driver::recover(&cfg, &wal, sm.durable_index())?;
         if recovered.membership.is_removed(cfg.id) {
             return Err(Error::Removed);
         }
+        restore_if_behind(&cfg.snap_dir, &mut sm, &recovered)?;
         let shared = Arc::new(Shared {
             id: cfg.id,
             cluster_id: cfg.cluster_id,

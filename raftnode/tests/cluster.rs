@@ -181,9 +181,19 @@ fn a_member_far_behind_catches_up_by_snapshot() {
     let f = (l + 1) % 3;
     let first = payloads("early", 20);
     propose_all(&c, l, &first);
+    let behind = c.applied(f).last;
     c.stop(f);
     let missed = payloads("missed", 300);
     let idx = propose_all(&c, l, &missed);
+    // Wait until the leader's log no longer holds what the member lacks.
+    let deadline = std::time::Instant::now() + T;
+    while c.node(l).status().snapshot_index <= behind + 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never compacted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     c.start(f, false);
     let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
     let mut want = first;
@@ -201,6 +211,58 @@ fn a_member_far_behind_catches_up_by_snapshot() {
     let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
     want.extend(more);
     assert_eq!(a.data(), want);
+    // And it can lead: with the old leader gone, the two left elect one of
+    // themselves and go on (raft must know the snapshot is applied).
+    c.stop(l);
+    let rest = c.running();
+    let l2 = c.leader_among(&rest, T);
+    let last = payloads("last", 10);
+    let idx = propose_all(&c, l2, &last);
+    let a = c.converge(&rest, *idx.last().unwrap(), T);
+    want.extend(last);
+    assert_eq!(a.data(), want);
+}
+
+#[test]
+fn a_crash_after_a_snapshot_is_recorded_but_before_it_is_applied_restores_it_at_start() {
+    let mut c = Cluster::with_snapshots(3, 50, 10);
+    let l = c.leader(T);
+    let f = (l + 1) % 3;
+    propose_all(&c, l, &payloads("early", 10));
+    let behind = c.applied(f).last;
+    c.stop(f);
+    // What its state machine holds durably now (nothing, if never synced).
+    let before = std::fs::read(c.specs[f].dir.join("sm")).ok();
+    let missed = payloads("missed", 200);
+    let idx = propose_all(&c, l, &missed);
+    c.wait_compacted(l, behind, T);
+    c.start(f, false);
+    let a = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    assert_eq!(c.node(f).metrics().snapshots_installed, 1);
+    c.stop(f);
+    // As if the member had crashed after writing the snapshot's marker but
+    // before its state machine took the data.
+    match &before {
+        Some(b) => std::fs::write(c.specs[f].dir.join("sm"), b).unwrap(),
+        None => std::fs::remove_file(c.specs[f].dir.join("sm")).unwrap(),
+    }
+    c.start(f, false);
+    let more = payloads("more", 5);
+    let idx = propose_all(&c, l, &more);
+    let b = c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    let mut want = a.data();
+    want.extend(more);
+    assert_eq!(b.data(), want);
+    // Once past them, no snapshot file is left behind.
+    c.stop(f);
+    c.start(f, false);
+    c.converge(&[0, 1, 2], *idx.last().unwrap(), T);
+    let snaps: Vec<_> = std::fs::read_dir(c.specs[f].dir.join("snap"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .collect();
+    assert!(snaps.is_empty(), "{snaps:?}");
 }
 
 #[test]

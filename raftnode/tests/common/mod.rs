@@ -126,7 +126,8 @@ impl StateMachine for TestSm {
         let b = std::fs::read(file).map_err(|e| e.to_string())?;
         let a = Applied::decode(&b);
         self.save(&a).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(file);
+        // The file is left where it is: the node removes snapshot files the
+        // state machine has durably passed when it next starts.
         self.durable = a.last;
         let last = a.last;
         *self.state.lock().unwrap() = a;
@@ -413,6 +414,19 @@ impl Cluster {
 
     pub fn leader(&self, within: Duration) -> usize {
         self.leader_among(&self.running(), within)
+    }
+
+    /// Waits until member `i` has compacted its log past `index` (plus the
+    /// entries it keeps for catching up).
+    pub fn wait_compacted(&self, i: usize, index: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.node(i).status().snapshot_index <= index + self.catchup {
+            assert!(
+                Instant::now() < deadline,
+                "member {i} never compacted past {index}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Proposes through member `i` and waits for the outcome.
