@@ -1,65 +1,75 @@
 //! # cairn-proto — etcd's v3 wire API
 //!
-//! Generated Rust types for cairn's own `.proto` files, which state etcd's v3
-//! API field for field (names, numbers, types), so that every etcd client
-//! speaks to cairn unchanged.
+//! Generated Rust types for cairn's own `.proto` files (under `proto/`), which
+//! state etcd 3.4's v3 API field for field (names, numbers, types), so that
+//! every etcd client speaks to cairn unchanged:
+//!
+//! * prost messages, one module per proto package: [`etcdserverpb`],
+//!   [`mvccpb`], [`authpb`], [`v3lockpb`], [`v3electionpb`], and the storage
+//!   record [`leasepb`];
+//! * tonic servers and clients for every service: `etcdserverpb::kv_server::{Kv,
+//!   KvServer}`, `etcdserverpb::kv_client::KvClient`, likewise `watch_*`,
+//!   `lease_*`, `cluster_*`, `maintenance_*`, `auth_*`, and
+//!   `v3lockpb::lock_*`, `v3electionpb::election_*` (gRPC paths such as
+//!   `/etcdserverpb.KV/Range`);
+//! * cairn's raft entry, [`etcdserverpb::InternalRaftRequest`];
+//! * serde `Serialize`/`Deserialize` for every message, following etcd's JSON
+//!   gateway, with the helpers in [`json`].
+//!
+//! Rust names are prost's snake-casing of etcd's (`ID` → `id`, `grantedTTL` →
+//! `granted_ttl`, `isLearner` → `is_learner`), except `peerURLs` /
+//! `clientURLs`, which are `peer_urls` / `client_urls`.
 //!
 //! ## Invariants
 //!
 //! * A message's field numbers and types never differ from etcd's; tests pin
 //!   the wire bytes.
+//! * The JSON of a message is what etcd's gateway prints and accepts; tests
+//!   pin the text.
 //! * Built by `build.rs` with `protox`, without a system `protoc`.
 //!
 //! ## Never
 //!
-//! * Holds no logic: conversions and semantics live in the server.
+//! * Holds no logic: validation, conversions and semantics live in the server.
+//! * Never renumbers or renames a field to suit Rust: the .proto files speak
+//!   etcd's language, and only generated Rust identifiers may differ.
+
+pub mod json;
 
 /// etcd's `mvccpb` package: stored key-values and watch events.
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mvccpb::{Event, KeyValue, event::EventType};
-    use prost::Message;
+/// etcd's `authpb` package: user and role records and permissions.
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
 
-    #[test]
-    fn key_value_has_etcds_wire_bytes() {
-        let kv = KeyValue {
-            key: b"foo".to_vec(),
-            create_revision: 2,
-            mod_revision: 3,
-            version: 1,
-            value: b"bar".to_vec(),
-            lease: 7,
-        };
-        let bytes = kv.encode_to_vec();
-        assert_eq!(
-            bytes,
-            [
-                0x0a, 3, b'f', b'o', b'o', // 1: key
-                0x10, 2, // 2: create_revision
-                0x18, 3, // 3: mod_revision
-                0x20, 1, // 4: version
-                0x2a, 3, b'b', b'a', b'r', // 5: value
-                0x30, 7, // 6: lease
-            ]
-        );
-        assert_eq!(KeyValue::decode(&bytes[..]).unwrap(), kv);
-    }
+/// etcd's `etcdserverpb` package: the KV, Watch, Lease, Cluster, Maintenance
+/// and Auth services with their messages, and cairn's raft entry
+/// ([`InternalRaftRequest`](etcdserverpb::InternalRaftRequest)).
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
+}
 
-    #[test]
-    fn event_types_and_fields_match_etcd() {
-        let ev = Event {
-            r#type: EventType::Delete as i32,
-            kv: Some(KeyValue {
-                key: b"k".to_vec(),
-                ..Default::default()
-            }),
-            prev_kv: None,
-        };
-        assert_eq!(ev.encode_to_vec(), [0x08, 1, 0x12, 3, 0x0a, 1, b'k']);
-        assert_eq!(EventType::Put as i32, 0);
-    }
+/// etcd's `leasepb` package: the `lease` bucket's record.
+pub mod leasepb {
+    include!(concat!(env!("OUT_DIR"), "/leasepb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/leasepb.serde.rs"));
+}
+
+/// etcd's `v3lockpb` package: the Lock service.
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+
+/// etcd's `v3electionpb` package: the Election service.
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
