@@ -20,13 +20,21 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn_raftnode::ids::format_id;
 use cairn_wal::{Wal, WalOptions};
-use clap::Parser;
 
 use config::Config;
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::parse();
+    let (cfg, messages) = config::load_or_exit();
     init_logging(&cfg)?;
+    for m in &messages {
+        m.log();
+    }
+    for flag in cfg.unhonoured_flags() {
+        tracing::warn!(
+            flag,
+            "--{flag} is set but not honoured by this build of cairn yet"
+        );
+    }
     let started = Instant::now();
     // Signals are caught from the start, so a SIGTERM during startup still
     // shuts down cleanly.
@@ -54,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         wal
     } else {
         config::refuse_foreign_data_dir(&cfg.data_dir())?;
+        cfg.verify_bootstrap()?;
         std::fs::create_dir_all(wal_dir.parent().expect("wal dir has a parent"))
             .with_context(|| format!("creating {}", wal_dir.display()))?;
         Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
@@ -106,10 +115,7 @@ impl Signals {
 }
 
 fn init_logging(cfg: &Config) -> anyhow::Result<()> {
-    let level: tracing::Level = cfg
-        .log_level
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown --log-level {:?}", cfg.log_level))?;
+    let level = cfg.log_level.tracing_level();
     tracing_subscriber::fmt()
         .json()
         .with_max_level(level)
