@@ -1,27 +1,161 @@
 //! # cairn — the server binary
 //!
 //! The binary an operator runs instead of `etcd`: etcd's flags and `ETCD_*`
-//! environment variables, etcd's API, on cairn's raft node and storage engine.
+//! environment variables, etcd's v3 API (gRPC and the JSON gateway on the
+//! same client port), on cairn's raft node and storage engine.
 //!
-//! This stage of the server brings a member's durable state up: it derives
-//! the member and cluster ids as etcd does, creates or recovers the member's
-//! write-ahead log in `<data-dir>/member/wal` (reporting any torn tail it cut
-//! off), and runs until SIGINT or SIGTERM. The client and peer APIs come with
-//! the server issue; until then it says so in its log.
+//! * [`config`]: flags, environment, config file.
+//! * [`run`]: bringing a member up (store, raft node) and its background
+//!   work (leases, auto-compaction, publishing itself).
+//! * [`state`]: the state machine — etcd's apply step on the MVCC store.
+//! * [`server`], [`services`], [`http`]: serving clients.
+//! * [`errors`]: the one table of client-visible errors.
+//!
+//! ## Invariants
+//!
+//! * A write is answered only once it is applied, which is after raft
+//!   committed it, which is after a quorum made it durable in their WALs.
+//! * Every client-visible error has etcd's message and gRPC code.
 //!
 //! ## Never
 //!
 //! * Never modifies a data directory that is not cairn's.
 
 mod config;
+mod convert;
+mod errors;
+mod http;
+mod lessor;
+mod metrics;
+mod run;
+mod server;
+mod services;
+mod snapshot;
+mod state;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use cairn_raftnode::ids::format_id;
+use cairn_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use cairn_raftnode::Member;
+use cairn_raftnode::ids::{format_id, member_id};
 use cairn_wal::{Wal, WalOptions};
 
-use config::Config;
+use config::{ClusterState, CompactionRetention, Config};
+use run::{AutoCompaction, Settings};
+use server::EtcdServer;
+use services::{
+    cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
+    watch::WatchService,
+};
+
+fn settings(cfg: &Config, ids: &config::MemberMeta) -> Settings {
+    let initial_members = cfg
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| Member {
+            id: member_id(urls, &cfg.initial_cluster_token, None),
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            ..Member::default()
+        })
+        .collect();
+    let auto_compaction = match &cfg.auto_compaction_retention {
+        CompactionRetention::Off => None,
+        CompactionRetention::Period(d) => Some(AutoCompaction::Periodic(*d)),
+        CompactionRetention::Revisions(n) => Some(AutoCompaction::Revision(*n as i64)),
+    };
+    Settings {
+        name: cfg.name.clone(),
+        data_dir: cfg.data_dir(),
+        member_id: ids.member_id,
+        cluster_id: ids.cluster_id,
+        cluster_token: cfg.initial_cluster_token.clone(),
+        initial_members,
+        join_existing: cfg.initial_cluster_state == ClusterState::Existing,
+        listen_client_urls: cfg.listen_client_urls.clone(),
+        advertise_client_urls: cfg.advertise_client_urls.clone(),
+        listen_peer_urls: cfg.listen_peer_urls.clone(),
+        listen_metrics_urls: cfg.listen_metrics_urls.clone(),
+        heartbeat: cfg.heartbeat_interval,
+        election_timeout: cfg.election_timeout,
+        snapshot_count: cfg.snapshot_count,
+        quota_bytes: cfg.quota_backend_bytes.unwrap_or(0),
+        max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops as i64,
+        backend_batch_interval: cfg.backend_batch_interval,
+        backend_batch_limit: cfg.backend_batch_limit as usize,
+        compaction_batch_limit: cfg.experimental_compaction_batch_limit as usize,
+        watch_progress_interval: cfg.experimental_watch_progress_notify_interval,
+        auto_compaction,
+        pre_vote: cfg.pre_vote,
+        strict_reconfig_check: cfg.strict_reconfig_check,
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        enable_gateway: cfg.enable_grpc_gateway,
+    }
+}
+
+/// Opens this member's WAL (checking it is this member's), or creates it.
+fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<Wal> {
+    let wal_dir = cfg.wal_dir();
+    if Wal::exists(&wal_dir) {
+        let wal = Wal::open(&wal_dir, WalOptions::default())
+            .with_context(|| format!("recovering the write-ahead log in {}", wal_dir.display()))?;
+        let meta = wal.read_from(u64::MAX)?.metadata.unwrap_or_default();
+        let stored =
+            config::MemberMeta::decode(&meta).context("reading the WAL's member metadata")?;
+        if stored.member_id != ids.member_id {
+            anyhow::bail!(
+                "the data directory belongs to member {} but the flags describe member {}",
+                format_id(stored.member_id),
+                format_id(ids.member_id)
+            );
+        }
+        return Ok(wal);
+    }
+    config::refuse_foreign_data_dir(&cfg.data_dir())?;
+    cfg.verify_bootstrap()?;
+    std::fs::create_dir_all(wal_dir.parent().expect("wal dir has a parent"))
+        .with_context(|| format!("creating {}", wal_dir.display()))?;
+    Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
+        .with_context(|| format!("creating the write-ahead log in {}", wal_dir.display()))
+}
+
+/// gRPC services and HTTP endpoints, on one router.
+fn client_router(srv: &Arc<EtcdServer>, gateway: bool) -> axum::Router {
+    let limit = srv.limits.max_request_bytes + 512 * 1024;
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(KvService(srv.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        WatchServer::new(WatchService(srv.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        LeaseServer::new(LeaseService(srv.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        ClusterServer::new(ClusterService(srv.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService(srv.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .into_axum_router();
+    grpc.merge(http::client(srv.clone(), gateway))
+}
 
 fn main() -> anyhow::Result<()> {
     let (cfg, messages) = config::load_or_exit();
@@ -36,43 +170,27 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    // Signals are caught from the start, so a SIGTERM during startup still
-    // shuts down cleanly.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
+    // Signals are caught from the start, so a SIGTERM during startup still
+    // shuts down cleanly.
     let signals = rt.block_on(async { Signals::install() })?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), name = %cfg.name, data_dir = %cfg.data_dir().display(), "starting cairn");
-
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        etcd_api_version = services::maintenance::ETCD_VERSION,
+        name = %cfg.name,
+        data_dir = %cfg.data_dir().display(),
+        "starting an etcd server"
+    );
     let ids = cfg.ids().context("reading --initial-cluster")?;
-    let wal_dir = cfg.wal_dir();
-    let wal = if Wal::exists(&wal_dir) {
-        let wal = Wal::open(&wal_dir, WalOptions::default())
-            .with_context(|| format!("recovering the write-ahead log in {}", wal_dir.display()))?;
-        let meta = wal.read_from(u64::MAX)?.metadata.unwrap_or_default();
-        let stored =
-            config::MemberMeta::decode(&meta).context("reading the WAL's member metadata")?;
-        if stored.member_id != ids.member_id {
-            anyhow::bail!(
-                "the data directory belongs to member {} but the flags describe member {}",
-                format_id(stored.member_id),
-                format_id(ids.member_id)
-            );
-        }
-        wal
-    } else {
-        config::refuse_foreign_data_dir(&cfg.data_dir())?;
-        cfg.verify_bootstrap()?;
-        std::fs::create_dir_all(wal_dir.parent().expect("wal dir has a parent"))
-            .with_context(|| format!("creating {}", wal_dir.display()))?;
-        Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
-            .with_context(|| format!("creating the write-ahead log in {}", wal_dir.display()))?
-    };
+    let wal = open_wal(&cfg, &ids)?;
     let report = wal.recovery_report();
     tracing::info!(
         member_id = %format_id(ids.member_id),
         cluster_id = %format_id(ids.cluster_id),
-        wal_dir = %wal_dir.display(),
+        wal_dir = %cfg.wal_dir().display(),
         segments = report.segments,
         records = report.records,
         last_index = report.last_index,
@@ -81,14 +199,66 @@ fn main() -> anyhow::Result<()> {
         took = ?started.elapsed(),
         "member state recovered"
     );
-    tracing::warn!(
-        "the etcd v3 client and peer APIs are not served by this build yet; only the member's durable state is brought up"
-    );
-
-    let signal = rt.block_on(signals.wait());
-    tracing::info!(signal, "received signal; shutting down");
-    drop(wal);
-    tracing::info!("closed cairn");
+    let s = settings(&cfg, &ids);
+    let clients = run::bind_clients(&s)?;
+    let srv = run::start_member(&s, wal, &rt)?;
+    let router = client_router(&srv, s.enable_gateway);
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (url, l) in clients {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(address = %url, "serving client traffic insecurely; this is strongly discouraged!");
+            let r = router.clone();
+            let streams = s.max_concurrent_streams;
+            tasks.push(tokio::spawn(async move {
+                run::serve(l, r, streams).await;
+                Ok(())
+            }));
+        }
+        for url in &s.listen_metrics_urls {
+            let l = tokio::net::TcpListener::bind(run::url_addr(url)?)
+                .await
+                .with_context(|| format!("listening for metrics on {url}"))?;
+            tracing::info!(address = %url, "serving metrics");
+            let r = http::basic(srv.clone());
+            tasks.push(tokio::spawn(async move { axum::serve(l, r).await }));
+        }
+        tokio::spawn(run::lease_loop(srv.clone()));
+        if let Some(mode) = s.auto_compaction.clone() {
+            tokio::spawn(run::compaction_loop(srv.clone(), mode));
+        }
+        tokio::spawn(run::publish(srv.clone(), s.advertise_client_urls.clone()));
+        tracing::info!(took = ?started.elapsed(), "ready to serve client requests");
+        let stopped = {
+            let srv = srv.clone();
+            async move {
+                while !srv.node.is_stopped() {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        };
+        tokio::select! {
+            signal = signals.wait() => tracing::info!(signal, "received signal; shutting down"),
+            _ = stopped => {
+                if srv.node.is_removed() {
+                    tracing::warn!("this member was removed from the cluster; shutting down");
+                } else {
+                    tracing::error!("the raft node stopped; shutting down");
+                }
+            }
+        }
+        for t in tasks {
+            t.abort();
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("closing etcd server");
+    srv.node.stop();
+    if let Err(e) = srv.store().close() {
+        tracing::error!(error = %e, "closing the store");
+    }
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    tracing::info!("closed etcd server");
     Ok(())
 }
 
@@ -114,13 +284,25 @@ impl Signals {
     }
 }
 
+/// JSON logs to `--log-outputs`: `default` or `stderr`, `stdout`, or a file
+/// (appended to); the first one given.
 fn init_logging(cfg: &Config) -> anyhow::Result<()> {
     let level = cfg.log_level.tracing_level();
-    tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .json()
         .with_max_level(level)
-        .with_current_span(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_current_span(false);
+    match cfg.log_outputs.first().map(String::as_str) {
+        None | Some("default") | Some("stderr") => b.with_writer(std::io::stderr).init(),
+        Some("stdout") => b.with_writer(std::io::stdout).init(),
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log output {path}"))?;
+            b.with_writer(std::sync::Mutex::new(f)).init()
+        }
+    }
     Ok(())
 }

@@ -301,7 +301,6 @@ pub const HONOURED_FLAGS: &[&str] = &[
     "logger",
     "log-level",
     "log-outputs",
-    "force-new-cluster",
     "strict-reconfig-check",
     "pre-vote",
     "max-concurrent-streams",

@@ -1,0 +1,269 @@
+//! Prometheus metrics, under etcd's names, rendered in the text format.
+//!
+//! Counters the services bump live here; gauges and histograms are read
+//! from the raft node, the WAL and the store when scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::server::EtcdServer;
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn sub(&self, n: i64) {
+        self.0.fetch_sub(n, Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub range_total: Counter,
+    pub put_total: Counter,
+    pub delete_total: Counter,
+    pub txn_total: Counter,
+    pub watchers: Gauge,
+    pub watch_streams: Gauge,
+    pub health_success: Counter,
+    pub health_failures: Counter,
+}
+
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Everything, as Prometheus text.
+pub fn render(s: &EtcdServer) -> String {
+    let m = &s.metrics;
+    let st = s.node.status();
+    let nm = s.node.metrics();
+    let store = s.store();
+    let stats = store.stats();
+    let mut o = String::new();
+    line(
+        &mut o,
+        "etcd_server_has_leader",
+        "gauge",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        u8::from(st.leader != 0),
+    );
+    line(
+        &mut o,
+        "etcd_server_is_leader",
+        "gauge",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        u8::from(st.leader == s.member_id),
+    );
+    line(
+        &mut o,
+        "etcd_server_is_learner",
+        "gauge",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        u8::from(st.is_learner),
+    );
+    line(
+        &mut o,
+        "etcd_server_leader_changes_seen_total",
+        "counter",
+        "The number of leader changes seen.",
+        nm.leader_changes,
+    );
+    line(
+        &mut o,
+        "etcd_server_proposals_committed_total",
+        "gauge",
+        "The total number of consensus proposals committed.",
+        nm.proposals_committed,
+    );
+    line(
+        &mut o,
+        "etcd_server_proposals_applied_total",
+        "gauge",
+        "The total number of consensus proposals applied.",
+        nm.proposals_applied,
+    );
+    line(
+        &mut o,
+        "etcd_server_proposals_pending",
+        "gauge",
+        "The current number of pending proposals to commit.",
+        nm.proposals_pending,
+    );
+    line(
+        &mut o,
+        "etcd_server_proposals_failed_total",
+        "counter",
+        "The total number of failed proposals seen.",
+        nm.proposals_failed,
+    );
+    line(
+        &mut o,
+        "etcd_server_health_success",
+        "counter",
+        "The total number of successful health checks",
+        m.health_success.get(),
+    );
+    line(
+        &mut o,
+        "etcd_server_health_failures",
+        "counter",
+        "The total number of failed health checks",
+        m.health_failures.get(),
+    );
+    line(
+        &mut o,
+        "etcd_server_quota_backend_bytes",
+        "gauge",
+        "Current backend storage quota size in bytes.",
+        s.limits.quota_bytes,
+    );
+    let _ = writeln!(
+        o,
+        "# HELP etcd_server_version Which version is running. 1 for 'server_version' label with current version."
+    );
+    let _ = writeln!(o, "# TYPE etcd_server_version gauge");
+    let _ = writeln!(
+        o,
+        "etcd_server_version{{server_version=\"{}\"}} 1",
+        crate::services::maintenance::ETCD_VERSION
+    );
+    let _ = writeln!(
+        o,
+        "# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."
+    );
+    let _ = writeln!(o, "# TYPE etcd_server_id gauge");
+    let _ = writeln!(o, "etcd_server_id{{server_id=\"{:x}\"}} 1", s.member_id);
+    line(
+        &mut o,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        stats.db.file_size,
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "gauge",
+        "Total size of the underlying database logically in use in bytes.",
+        stats.db.in_use_bytes,
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_db_open_read_transactions",
+        "gauge",
+        "The number of currently open read transactions",
+        stats.db.readers,
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_range_total",
+        "counter",
+        "Total number of ranges seen by this member.",
+        m.range_total.get(),
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_put_total",
+        "counter",
+        "Total number of puts seen by this member.",
+        m.put_total.get(),
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_delete_total",
+        "counter",
+        "Total number of deletes seen by this member.",
+        m.delete_total.get(),
+    );
+    line(
+        &mut o,
+        "etcd_mvcc_txn_total",
+        "counter",
+        "Total number of txns seen by this member.",
+        m.txn_total.get(),
+    );
+    line(
+        &mut o,
+        "etcd_debugging_mvcc_current_revision",
+        "gauge",
+        "The current revision of store.",
+        stats.revision,
+    );
+    line(
+        &mut o,
+        "etcd_debugging_mvcc_compact_revision",
+        "gauge",
+        "The revision of the last compaction in store.",
+        stats.compact_revision,
+    );
+    line(
+        &mut o,
+        "etcd_debugging_mvcc_keys_total",
+        "gauge",
+        "Total number of keys.",
+        stats.keys,
+    );
+    line(
+        &mut o,
+        "etcd_debugging_mvcc_watcher_total",
+        "gauge",
+        "Total number of watchers.",
+        m.watchers.get(),
+    );
+    line(
+        &mut o,
+        "etcd_debugging_mvcc_watch_stream_total",
+        "gauge",
+        "Total number of watch streams.",
+        m.watch_streams.get(),
+    );
+    // The WAL's fsync latency histogram, in etcd's buckets.
+    let w = s.node.wal_metrics();
+    let h = &w.fsync_latency;
+    let name = "etcd_disk_wal_fsync_duration_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} The latency distributions of fsync called by WAL."
+    );
+    let _ = writeln!(o, "# TYPE {name} histogram");
+    let mut cum = 0u64;
+    for (i, b) in h.bounds.iter().enumerate() {
+        cum += h.counts.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(o, "{name}_sum {}", h.sum.as_secs_f64());
+    let _ = writeln!(o, "{name}_count {}", h.count());
+    line(
+        &mut o,
+        "etcd_disk_wal_write_bytes_total",
+        "gauge",
+        "Total number of bytes written in WAL.",
+        w.bytes_written,
+    );
+    o
+}

@@ -1,0 +1,121 @@
+//! What every service shares: the raft node, the store, the lessor, the
+//! limits, and the two ways a request is served — proposed through raft, or
+//! read locally (after a ReadIndex round when linearizable).
+
+use std::sync::Arc;
+
+use cairn_engine::mvcc::Store;
+use cairn_proto::etcdserverpb::{self as pb, InternalRaftRequest};
+use cairn_raftnode::Node;
+use cairn_raftnode::entry::IdGenerator;
+use prost::Message;
+
+use crate::errors::ApiError;
+use crate::lessor::Lessor;
+use crate::metrics::Metrics;
+use crate::state::{Alarms, ApplyOutput, ApplyResult, StoreCell};
+
+/// Limits from the flags.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: i64,
+    /// 0: no quota.
+    pub quota_bytes: u64,
+}
+
+pub struct EtcdServer {
+    pub node: Arc<Node<ApplyResult>>,
+    pub store: StoreCell,
+    pub lessor: Arc<Lessor>,
+    pub alarms: Arc<Alarms>,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub limits: Limits,
+    pub ids: IdGenerator,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gap between committed and applied entries beyond which new
+/// proposals are refused (etcd's `maxGapBetweenApplyAndCommitIndex`).
+const MAX_APPLY_GAP: u64 = 5000;
+
+impl EtcdServer {
+    pub fn store(&self) -> Store {
+        self.store.get()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.status().term
+    }
+
+    /// A full response header at `revision`.
+    pub fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.term(),
+        })
+    }
+
+    /// Fills a header the apply step left with only a revision.
+    pub fn fill(&self, h: &mut Option<pb::ResponseHeader>) {
+        let revision = h.as_ref().map_or(0, |h| h.revision);
+        *h = self.header(revision);
+    }
+
+    /// Proposes a request and waits for what applying it produced.
+    pub async fn propose(&self, req: InternalRaftRequest) -> Result<ApplyOutput, ApiError> {
+        let data = req.encode_to_vec();
+        if data.len() > self.limits.max_request_bytes {
+            return Err(ApiError::RequestTooLarge);
+        }
+        let s = self.node.status();
+        if s.commit > s.applied + MAX_APPLY_GAP {
+            return Err(ApiError::TooManyRequests);
+        }
+        self.node.propose(&data).await?
+    }
+
+    /// Waits until this member has applied everything committed when the
+    /// call began, as confirmed by the leader (linearizable reads).
+    pub async fn linearizable(&self) -> Result<(), ApiError> {
+        self.node.read_index().await?;
+        Ok(())
+    }
+
+    /// etcd's quota check before a write that adds data: past the quota,
+    /// raise the NOSPACE alarm (through raft) and refuse.
+    pub async fn check_quota(&self, grows: bool) -> Result<(), ApiError> {
+        if !grows {
+            return Ok(());
+        }
+        if self.alarms.has(pb::AlarmType::Nospace) {
+            return Err(ApiError::NoSpace);
+        }
+        if self.limits.quota_bytes == 0 {
+            return Ok(());
+        }
+        let size = self.store().stats().db.file_size;
+        if size <= self.limits.quota_bytes {
+            return Ok(());
+        }
+        let req = InternalRaftRequest {
+            alarm: Some(pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            }),
+            ..Default::default()
+        };
+        let _ = self.propose(req).await;
+        Err(ApiError::NoSpace)
+    }
+
+    /// A new request id (lease ids when the client gives none).
+    pub fn next_id(&self) -> u64 {
+        self.ids.next()
+    }
+}
