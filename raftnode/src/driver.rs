@@ -248,6 +248,7 @@ pub(crate) struct Driver<O> {
     shared: Arc<Shared<O>>,
     source: Arc<dyn SnapshotSource>,
     heartbeat: Duration,
+    election_ticks: usize,
     snap_dir: PathBuf,
     snapshot_count: u64,
     catchup_entries: u64,
@@ -312,6 +313,7 @@ impl<O: Send + 'static> Driver<O> {
             shared,
             source,
             heartbeat: cfg.heartbeat,
+            election_ticks: ticks as usize,
             snap_dir: cfg.snap_dir.clone(),
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.catchup_entries,
@@ -365,6 +367,18 @@ impl<O: Send + 'static> Driver<O> {
     fn run_inner(&mut self) -> Result<()> {
         if !self.bootstrap.is_empty() {
             self.wal.append(std::mem::take(&mut self.bootstrap))?;
+        }
+        // etcd's initial election tick advance: a sole voter campaigns at
+        // once; otherwise most of an election timeout is skipped, so a new
+        // cluster elects its first leader within about one timeout.
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        let only_me = voters.len() == 1 && voters.contains(self.raw.raft.id);
+        if only_me {
+            self.raw.campaign()?;
+        } else if voters.contains(self.raw.raft.id) {
+            for _ in 0..self.election_ticks.saturating_sub(2) {
+                self.raw.tick();
+            }
         }
         let mut next_tick = Instant::now() + self.heartbeat;
         loop {

@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     // Signals are caught from the start, so a SIGTERM during startup still
     // shuts down cleanly.
-    let signals = rt.block_on(async { Signals::install() })?;
+    let mut signals = rt.block_on(async { Signals::install() })?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         etcd_api_version = services::maintenance::ETCD_VERSION,
@@ -204,6 +204,16 @@ fn main() -> anyhow::Result<()> {
     let srv = run::start_member(&s, wal, &rt)?;
     let router = client_router(&srv, s.enable_gateway);
     rt.block_on(async {
+        // Like etcd, clients are served once this member is part of the
+        // cluster: a leader exists and this member's name and client URLs
+        // are published through raft.
+        tokio::select! {
+            _ = run::publish(srv.clone(), s.advertise_client_urls.clone()) => {}
+            signal = signals.wait() => {
+                tracing::info!(signal, "received signal; shutting down");
+                return anyhow::Ok(());
+            }
+        }
         let mut tasks = Vec::new();
         for (url, l) in clients {
             let l = tokio::net::TcpListener::from_std(l)?;
@@ -227,7 +237,6 @@ fn main() -> anyhow::Result<()> {
         if let Some(mode) = s.auto_compaction.clone() {
             tokio::spawn(run::compaction_loop(srv.clone(), mode));
         }
-        tokio::spawn(run::publish(srv.clone(), s.advertise_client_urls.clone()));
         tracing::info!(took = ?started.elapsed(), "ready to serve client requests");
         let stopped = {
             let srv = srv.clone();
@@ -276,7 +285,7 @@ impl Signals {
         })
     }
 
-    async fn wait(mut self) -> &'static str {
+    async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "terminated",
             _ = self.int.recv() => "interrupt",

@@ -8,9 +8,29 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `cairn` with `args`, listening on free ports (its advertised URLs, which
+/// its ids derive from, stay as given).
 fn cairn(args: &[&str]) -> Command {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let client = format!("http://127.0.0.1:{}", port());
     let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
     c.args(args)
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", port()),
+        ])
         .env_clear()
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
