@@ -214,6 +214,9 @@ impl<O: Send + 'static> transport::Handler for ToDriver<O> {
             reason: reason.to_string(),
         });
     }
+    fn info(&self) -> Vec<u8> {
+        self.shared.membership().encode()
+    }
     fn accept_from(&self, peer: u64) -> std::result::Result<(), String> {
         let ms = self.shared.membership();
         if ms.is_removed(peer) {

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_raftnode::transport::{Handler, PeerHealth, PlainTcp, Transport, TransportConfig};
+use cairn_raftnode::transport::{
+    Handler, PeerHealth, PlainTcp, Transport, TransportConfig, fetch_cluster_info,
+};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 
@@ -929,4 +931,20 @@ fn remove_peer_and_shutdown_stop_everything() {
     assert!(a.t.peers().is_empty());
     assert_eq!(a.rec.read(|e| e.unreachable.len()), reports_before);
     assert_eq!(a.rec.read(|e| e.snapshots_sent.len()), 0);
+}
+
+#[test]
+fn a_joining_member_learns_the_cluster_id_from_any_member_but_a_removed_one_does_not() {
+    let rt = runtime();
+    let a = node(&rt, 1, |_| {});
+    // The joiner knows neither the cluster id nor the receiver's id.
+    let (id, info) = rt
+        .block_on(fetch_cluster_info(&PlainTcp, &url(a.addr), 99, 1 << 20))
+        .unwrap();
+    assert_eq!(id, CLUSTER);
+    // The recorder tells joiners nothing more.
+    assert!(info.is_empty());
+    a.rec.refuse(7, "removed");
+    let r = rt.block_on(fetch_cluster_info(&PlainTcp, &url(a.addr), 7, 1 << 20));
+    assert!(r.is_err(), "{r:?}");
 }

@@ -117,6 +117,33 @@ impl ApiError {
         }
     }
 
+    /// An error another member answered, by its message (each message is
+    /// one variant's); anything else is passed on as it came.
+    pub fn from_status(s: &Status) -> ApiError {
+        use ApiError::*;
+        let known = [
+            MemberNotFound,
+            MemberNotLearner,
+            LearnerNotReady,
+            TooManyLearners,
+            NotLeader,
+            NoLeader,
+            LeaderChanged,
+            Timeout,
+            TimeoutDueToLeaderFail,
+            Stopped,
+            LeaseNotFound,
+            MemberExists,
+            PeerUrlExists,
+            MemberNotEnoughStarted,
+            MemberBadUrls,
+        ];
+        known
+            .into_iter()
+            .find(|e| e.to_string() == s.message())
+            .unwrap_or_else(|| Internal(s.message().to_string()))
+    }
+
     pub fn status(&self) -> Status {
         Status::new(self.code(), self.to_string())
     }

@@ -43,6 +43,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_raftnode::Member;
 use cairn_raftnode::ids::{format_id, member_id};
+use cairn_raftnode::member::Membership;
 use cairn_wal::{Wal, WalOptions};
 
 use config::{ClusterState, CompactionRetention, Config};
@@ -99,8 +100,9 @@ fn settings(cfg: &Config, ids: &config::MemberMeta) -> Settings {
     }
 }
 
-/// Opens this member's WAL (checking it is this member's), or creates it.
-fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<Wal> {
+/// Opens this member's WAL — its ids are the ones it was created with, as
+/// etcd ignores the bootstrap flags on restart — or creates it with `ids`.
+fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<(Wal, config::MemberMeta)> {
     let wal_dir = cfg.wal_dir();
     if Wal::exists(&wal_dir) {
         let wal = Wal::open(&wal_dir, WalOptions::default())
@@ -109,20 +111,58 @@ fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<Wal> {
         let stored =
             config::MemberMeta::decode(&meta).context("reading the WAL's member metadata")?;
         if stored.member_id != ids.member_id {
-            anyhow::bail!(
-                "the data directory belongs to member {} but the flags describe member {}",
-                format_id(stored.member_id),
-                format_id(ids.member_id)
+            tracing::info!(
+                member_id = %format_id(stored.member_id),
+                "restarting the member this data directory belongs to; the bootstrap flags are ignored"
             );
         }
-        return Ok(wal);
+        return Ok((wal, stored));
     }
     config::refuse_foreign_data_dir(&cfg.data_dir())?;
     cfg.verify_bootstrap()?;
     std::fs::create_dir_all(wal_dir.parent().expect("wal dir has a parent"))
         .with_context(|| format!("creating {}", wal_dir.display()))?;
-    Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
-        .with_context(|| format!("creating the write-ahead log in {}", wal_dir.display()))
+    let wal = Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
+        .with_context(|| format!("creating the write-ahead log in {}", wal_dir.display()))?;
+    Ok((wal, *ids))
+}
+
+/// Asks the other members in `--initial-cluster` for the cluster: its id
+/// and its members (with the ids the cluster gave them, this one's among
+/// them, found by its advertised peer URLs).
+async fn join_cluster(cfg: &Config, me: u64) -> anyhow::Result<(u64, Membership)> {
+    use cairn_raftnode::transport::{PlainTcp, fetch_cluster_info};
+    let peers: Vec<&String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| **name != cfg.name)
+        .flat_map(|(_, urls)| urls)
+        .collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for url in &peers {
+            let ask = fetch_cluster_info(&PlainTcp, url, me, 16 << 20);
+            match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
+                Ok(Ok((id, info))) => {
+                    let ms = Membership::decode(&info).context("the cluster's membership")?;
+                    tracing::info!(cluster_id = %format_id(id), peer = %url, "joining an existing cluster");
+                    return Ok((id, ms));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %url, error = %e, "asking a member about the cluster")
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %url, "asking a member about the cluster timed out")
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "could not reach any member of the existing cluster in --initial-cluster"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// gRPC services and HTTP endpoints, on one router.
@@ -184,8 +224,27 @@ fn main() -> anyhow::Result<()> {
         data_dir = %cfg.data_dir().display(),
         "starting an etcd server"
     );
-    let ids = cfg.ids().context("reading --initial-cluster")?;
-    let wal = open_wal(&cfg, &ids)?;
+    let mut ids = cfg.ids().context("reading --initial-cluster")?;
+    let mut joined = None;
+    if cfg.initial_cluster_state == ClusterState::Existing && !Wal::exists(cfg.wal_dir()) {
+        // Joining: the cluster's id, and this member's, are the existing
+        // members' to tell.
+        let (cluster, ms) = rt.block_on(join_cluster(&cfg, ids.member_id))?;
+        let mine: Vec<&String> = cfg.initial_advertise_peer_urls.iter().collect();
+        let me = ms
+            .members()
+            .find(|m| !m.peer_urls.is_empty() && m.peer_urls.iter().all(|u| mine.contains(&u)))
+            .with_context(|| {
+                format!(
+                    "the cluster has no member with peer URLs {:?}; add it first (etcdctl member add)",
+                    cfg.initial_advertise_peer_urls
+                )
+            })?;
+        ids.member_id = me.id;
+        ids.cluster_id = cluster;
+        joined = Some(ms);
+    }
+    let (wal, ids) = open_wal(&cfg, &ids)?;
     let report = wal.recovery_report();
     tracing::info!(
         member_id = %format_id(ids.member_id),
@@ -199,7 +258,10 @@ fn main() -> anyhow::Result<()> {
         took = ?started.elapsed(),
         "member state recovered"
     );
-    let s = settings(&cfg, &ids);
+    let mut s = settings(&cfg, &ids);
+    if let Some(ms) = joined {
+        s.initial_members = ms.members().cloned().collect();
+    }
     let clients = run::bind_clients(&s)?;
     let srv = run::start_member(&s, wal, &rt)?;
     let router = client_router(&srv, s.enable_gateway);

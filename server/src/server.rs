@@ -66,6 +66,14 @@ impl EtcdServer {
         *h = self.header(revision);
     }
 
+    /// Learners serve only Status and serializable ranges (etcd's rule).
+    pub fn not_learner(&self) -> Result<(), ApiError> {
+        if self.node.status().is_learner {
+            return Err(ApiError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     /// Proposes a request and waits for what applying it produced.
     pub async fn propose(&self, req: InternalRaftRequest) -> Result<ApplyOutput, ApiError> {
         let data = req.encode_to_vec();
@@ -112,6 +120,32 @@ impl EtcdServer {
         };
         let _ = self.propose(req).await;
         Err(ApiError::NoSpace)
+    }
+
+    /// A gRPC channel to the leader's client URL, or `None` if this member
+    /// leads (what only the leader can answer is relayed there, as etcd
+    /// relays it over its peer API).
+    pub async fn leader_channel(&self) -> Result<Option<tonic::transport::Channel>, ApiError> {
+        let st = self.node.status();
+        if st.leader == 0 {
+            return Err(ApiError::NoLeader);
+        }
+        if st.leader == self.member_id {
+            return Ok(None);
+        }
+        let url = self
+            .node
+            .members()
+            .into_iter()
+            .find(|m| m.id == st.leader)
+            .and_then(|m| m.client_urls.into_iter().next())
+            .ok_or(ApiError::NoLeader)?;
+        let ch = tonic::transport::Channel::from_shared(url)
+            .map_err(|_| ApiError::NoLeader)?
+            .connect()
+            .await
+            .map_err(|_| ApiError::NoLeader)?;
+        Ok(Some(ch))
     }
 
     /// A new request id (lease ids when the client gives none).

@@ -47,6 +47,11 @@ pub enum StreamKind {
     Messages,
     /// One snapshot, then an acknowledgement.
     Snapshot,
+    /// A member joining a cluster asks its cluster id: the answer is an
+    /// ACCEPT frame carrying it (8 bytes, big-endian) followed by the
+    /// membership (JSON), then the connection closes. The handshake's
+    /// cluster and receiver ids are not checked.
+    Info,
 }
 
 impl StreamKind {
@@ -54,6 +59,7 @@ impl StreamKind {
         match self {
             StreamKind::Messages => 1,
             StreamKind::Snapshot => 2,
+            StreamKind::Info => 3,
         }
     }
 
@@ -61,6 +67,7 @@ impl StreamKind {
         match b {
             1 => Some(StreamKind::Messages),
             2 => Some(StreamKind::Snapshot),
+            3 => Some(StreamKind::Info),
             _ => None,
         }
     }

@@ -85,6 +85,17 @@ async fn serve_conn(
             return;
         }
     };
+    if hs.kind == StreamKind::Info {
+        match shared.handler.accept_from(hs.from) {
+            Ok(()) => {
+                let mut payload = shared.cfg.cluster_id.to_be_bytes().to_vec();
+                payload.extend_from_slice(&shared.handler.info());
+                let _ = write_frame(&mut stream, kind::ACCEPT, &payload).await;
+            }
+            Err(reason) => refuse(&mut stream, remote, Some(hs.from), &reason).await,
+        }
+        return;
+    }
     if let Err(reason) = check(&shared, &hs) {
         refuse(&mut stream, remote, Some(hs.from), &reason).await;
         return;
@@ -118,6 +129,7 @@ async fn serve_conn(
             receive_messages(&shared, stream, from, remote).await;
         }
         StreamKind::Snapshot => snapshot::receive(&shared, stream, from, remote).await,
+        StreamKind::Info => {}
     }
 }
 

@@ -240,6 +240,11 @@ pub trait Handler: Send + Sync + 'static {
     /// because this member was removed from the cluster). Called from the
     /// transport's tasks, at most once per failed dial.
     fn on_refused(&self, _peer: u64, _reason: &str) {}
+    /// What this member tells a member joining the cluster besides the
+    /// cluster id (the raft node sends its membership).
+    fn info(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// A peer as the transport sees it.
@@ -511,5 +516,38 @@ impl Transport {
     /// Stops every task and closes every connection.
     pub fn shutdown(&self) {
         self.shared().shutdown();
+    }
+}
+
+/// Asks the member at `url` (a peer URL) which cluster it is in, and what
+/// else it tells joiners ([`Handler::info`]): what a member joining an
+/// existing cluster does before it has any state.
+pub async fn fetch_cluster_info(
+    connector: &dyn Connector,
+    url: &str,
+    from: u64,
+    max_frame_bytes: usize,
+) -> Result<(u64, Vec<u8>), TransportError> {
+    use tokio::io::AsyncWriteExt;
+    let addr = peer::host_port(url).ok_or_else(|| TransportError::BadUrl(url.to_string()))?;
+    let mut s = connector.connect(addr).await?;
+    let hs = frame::Handshake {
+        kind: frame::StreamKind::Info,
+        cluster_id: 0,
+        from,
+        to: 0,
+    };
+    s.write_all(&hs.encode()).await?;
+    s.flush().await?;
+    let reply = frame::read_frame(&mut s, max_frame_bytes).await?;
+    match reply.kind {
+        frame::kind::ACCEPT if reply.payload.len() >= 8 => Ok((
+            u64::from_be_bytes(reply.payload[..8].try_into().expect("8 bytes")),
+            reply.payload[8..].to_vec(),
+        )),
+        frame::kind::ERROR => Err(TransportError::Refused(
+            String::from_utf8_lossy(&reply.payload).into_owned(),
+        )),
+        k => Err(TransportError::UnexpectedKind(k)),
     }
 }

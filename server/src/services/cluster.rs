@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use cairn_proto::etcdserverpb::{self as pb, cluster_server::Cluster};
+use cairn_proto::etcdserverpb::{
+    self as pb, cluster_client::ClusterClient, cluster_server::Cluster,
+};
 use cairn_raftnode::Member;
 use tonic::{Request, Response, Status};
 
@@ -31,6 +33,7 @@ impl ClusterService {
     }
 
     pub async fn add(&self, r: pb::MemberAddRequest) -> Result<pb::MemberAddResponse, ApiError> {
+        self.0.not_learner()?;
         let (m, all) = self.0.node.add_member(r.peer_urls, r.is_learner).await?;
         Ok(pb::MemberAddResponse {
             header: self.header(),
@@ -43,6 +46,7 @@ impl ClusterService {
         &self,
         r: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse, ApiError> {
+        self.0.not_learner()?;
         let all = self.0.node.remove_member(r.id).await?;
         Ok(pb::MemberRemoveResponse {
             header: self.header(),
@@ -54,6 +58,7 @@ impl ClusterService {
         &self,
         r: pb::MemberUpdateRequest,
     ) -> Result<pb::MemberUpdateResponse, ApiError> {
+        self.0.not_learner()?;
         let all = self.0.node.update_member(r.id, r.peer_urls).await?;
         Ok(pb::MemberUpdateResponse {
             header: self.header(),
@@ -72,12 +77,29 @@ impl ClusterService {
         &self,
         r: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse, ApiError> {
-        let all = self.0.node.promote_member(r.id).await?;
-        Ok(pb::MemberPromoteResponse {
-            header: self.header(),
-            members: Self::members(&all),
-        })
+        self.0.not_learner()?;
+        match self.0.node.promote_member(r.id).await {
+            Ok(all) => Ok(pb::MemberPromoteResponse {
+                header: self.header(),
+                members: Self::members(&all),
+            }),
+            // Only the leader knows whether the learner has caught up: ask it.
+            Err(cairn_raftnode::Error::NotLeader) => match self.0.leader_channel().await? {
+                Some(ch) => ClusterClient::new(ch)
+                    .member_promote(r)
+                    .await
+                    .map(|x| x.into_inner())
+                    .map_err(|e| status_error(&e)),
+                None => Err(ApiError::NotLeader),
+            },
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// An error the leader answered, as ours.
+fn status_error(s: &Status) -> ApiError {
+    ApiError::from_status(s)
 }
 
 #[tonic::async_trait]

@@ -19,6 +19,7 @@ impl KvService {
         let q = convert::range_req(&r);
         mvcc::validate_range(&q)?;
         if !r.serializable {
+            s.not_learner()?;
             s.linearizable().await?;
         }
         s.metrics.range_total.inc();
@@ -29,6 +30,7 @@ impl KvService {
 
     pub async fn put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         mvcc::validate_put(&convert::put_req(&r))?;
         s.check_quota(true).await?;
         s.metrics.put_total.inc();
@@ -54,6 +56,7 @@ impl KvService {
         r: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         mvcc::validate_delete_range(&convert::delete_req(&r))?;
         s.metrics.delete_total.inc();
         match s
@@ -75,6 +78,7 @@ impl KvService {
 
     pub async fn txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         let t = convert::txn_req(&r).ok_or(ApiError::KeyNotFound)?;
         mvcc::validate_txn(&t, s.limits.max_txn_ops)?;
         s.metrics.txn_total.inc();
@@ -109,6 +113,7 @@ impl KvService {
         r: pb::CompactionRequest,
     ) -> Result<pb::CompactionResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         let physical = r.physical;
         match s
             .propose(InternalRaftRequest {

@@ -24,6 +24,7 @@ impl LeaseService {
         &self,
         r: pb::LeaseGrantRequest,
     ) -> Result<pb::LeaseGrantResponse, ApiError> {
+        self.0.not_learner()?;
         let s = &self.0;
         if r.ttl > MAX_TTL {
             return Err(ApiError::LeaseTtlTooLarge);
@@ -53,6 +54,7 @@ impl LeaseService {
         &self,
         r: pb::LeaseRevokeRequest,
     ) -> Result<pb::LeaseRevokeResponse, ApiError> {
+        self.0.not_learner()?;
         let s = &self.0;
         let req = InternalRaftRequest {
             lease_revoke: Some(r),
@@ -74,6 +76,7 @@ impl LeaseService {
         r: pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         let leader = if s.lessor.is_primary() {
             None
         } else {
@@ -132,26 +135,7 @@ impl LeaseService {
 
 /// A client to the leader's client URL, or `None` if this member leads.
 async fn leader_client(s: &EtcdServer) -> Result<Option<LeaseClient<Channel>>, ApiError> {
-    let st = s.node.status();
-    if st.leader == 0 {
-        return Err(ApiError::NoLeader);
-    }
-    if st.leader == s.member_id {
-        return Ok(None);
-    }
-    let url = s
-        .node
-        .members()
-        .into_iter()
-        .find(|m| m.id == st.leader)
-        .and_then(|m| m.client_urls.into_iter().next())
-        .ok_or(ApiError::NoLeader)?;
-    let ch = Channel::from_shared(url)
-        .map_err(|_| ApiError::NoLeader)?
-        .connect()
-        .await
-        .map_err(|_| ApiError::NoLeader)?;
-    Ok(Some(LeaseClient::new(ch)))
+    Ok(s.leader_channel().await?.map(LeaseClient::new))
 }
 
 #[tonic::async_trait]
@@ -177,6 +161,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.0.not_learner()?;
         let inbound = r.into_inner().map_while(Result::ok);
         let rx = keep_alive_session(self.0.clone(), Box::pin(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -193,6 +178,7 @@ impl Lease for LeaseService {
         &self,
         _r: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.0.not_learner()?;
         Ok(Response::new(self.leases()))
     }
 }

@@ -90,6 +90,7 @@ impl MaintenanceService {
 
     pub async fn alarm(&self, r: pb::AlarmRequest) -> Result<pb::AlarmResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         if r.action == pb::alarm_request::AlarmAction::Get as i32 {
             return Ok(pb::AlarmResponse {
                 header: None,
@@ -111,6 +112,7 @@ impl MaintenanceService {
     }
 
     pub async fn defragment(&self) -> Result<pb::DefragmentResponse, ApiError> {
+        self.0.not_learner()?;
         let store = self.0.store();
         tokio::task::spawn_blocking(move || store.db().defrag(&DefragOptions::default()))
             .await
@@ -122,6 +124,7 @@ impl MaintenanceService {
     /// A CRC-32C over every bucket's keys and values, in order.
     pub async fn hash(&self) -> Result<pb::HashResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         let store = s.store();
         let rev = store.current_revision();
         let hash = tokio::task::spawn_blocking(move || -> Result<u32, ApiError> {
@@ -156,6 +159,7 @@ impl MaintenanceService {
 
     pub fn hash_kv(&self, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, ApiError> {
         let s = &self.0;
+        s.not_learner()?;
         let h = s.store().hash_kv(r.revision)?;
         Ok(pb::HashKvResponse {
             header: s.header(h.revision),
@@ -295,6 +299,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _r: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.not_learner()?;
         Ok(Response::new(Box::pin(ReceiverStream::new(
             MaintenanceService::snapshot(self),
         ))))

@@ -231,6 +231,7 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.0.not_learner()?;
         // A broken request stream ends the session like a closed one.
         let inbound = req.into_inner().map_while(Result::ok);
         let rx = session(self.0.clone(), Box::pin(inbound));

@@ -1,0 +1,236 @@
+//! Three-member clusters of the real `cairn` binary on 127.0.0.1, driven by
+//! etcdctl: replication, membership changes, leadership transfer, failures.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// `endpoint status -w json` of one member: (id, leader, is_learner).
+fn status(m: &Cairn) -> (u64, u64, bool) {
+    let out = m.ok(&["endpoint", "status", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v[0]["Status"];
+    (
+        s["header"]["member_id"].as_u64().unwrap(),
+        s["leader"].as_u64().unwrap(),
+        s["isLearner"].as_bool().unwrap_or(false),
+    )
+}
+
+fn member_ids(m: &Cairn) -> Vec<(u64, String, bool)> {
+    let out = m.ok(&["member", "list", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut ids: Vec<(u64, String, bool)> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["ID"].as_u64().unwrap(),
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["isLearner"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_write_on_any_member_is_read_on_every_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ms = cluster(tmp.path(), 3);
+    for (i, m) in ms.iter().enumerate() {
+        m.ok(&["put", &format!("k{i}"), &format!("v{i}")]);
+    }
+    for m in &ms {
+        // Linearizable reads see every acknowledged write at once.
+        assert_eq!(
+            m.ok(&["get", "k", "--prefix", "--print-value-only"]),
+            "v0\nv1\nv2\n"
+        );
+    }
+    // Serializable reads catch up.
+    for m in &ms {
+        eventually(T, "serializable read", || {
+            (m.ok(&["get", "k2", "--consistency=s", "--print-value-only"]) == "v2\n").then_some(())
+        });
+    }
+    // One leader, known to all; every member lists all three by name.
+    let leaders: Vec<u64> = ms.iter().map(|m| status(m).1).collect();
+    assert!(
+        leaders.iter().all(|&l| l != 0 && l == leaders[0]),
+        "{leaders:?}"
+    );
+    let names: Vec<String> = member_ids(&ms[0]).into_iter().map(|m| m.1).collect();
+    let mut want = vec!["m0".to_string(), "m1".into(), "m2".into()];
+    want.sort();
+    let mut got = names.clone();
+    got.sort();
+    assert_eq!(got, want);
+    // The same revision everywhere.
+    let revs: Vec<String> = ms
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value =
+                serde_json::from_str(&m.ok(&["get", "k0", "-w", "json"])).unwrap();
+            v["header"]["revision"].to_string()
+        })
+        .collect();
+    assert!(revs.iter().all(|r| r == &revs[0]), "{revs:?}");
+}
+
+#[test]
+fn killing_the_leader_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ms: Vec<Option<Cairn>> = cluster(tmp.path(), 3).into_iter().map(Some).collect();
+    for i in 0..20 {
+        ms[0]
+            .as_ref()
+            .unwrap()
+            .ok(&["put", &format!("w{i:02}"), "x"]);
+    }
+    let leader_id = status(ms[0].as_ref().unwrap()).1;
+    let li = ms
+        .iter()
+        .position(|m| status(m.as_ref().unwrap()).0 == leader_id)
+        .unwrap();
+    let spec = ms[li].as_ref().unwrap().spec.clone();
+    ms[li].take().unwrap().kill9();
+    let rest: Vec<&Cairn> = ms.iter().flatten().collect();
+    // A new leader, and writes go on.
+    eventually(T, "a new leader", || {
+        let s = rest[0].etcdctl(&["put", "after", "kill"]);
+        s.status.success().then_some(())
+    });
+    for m in &rest {
+        let keys = m.ok(&["get", "w", "--prefix", "--keys-only"]);
+        assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 20);
+        assert_eq!(m.ok(&["get", "after", "--print-value-only"]), "kill\n");
+    }
+    // The killed leader comes back from its disk and catches up.
+    let back = Cairn::start(&spec);
+    assert_eq!(back.ok(&["get", "after", "--print-value-only"]), "kill\n");
+    let keys = back.ok(&["get", "w", "--prefix", "--keys-only", "--consistency=s"]);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 20);
+}
+
+#[test]
+fn members_are_added_as_learners_promoted_updated_and_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ms = cluster(tmp.path(), 3);
+    ms[0].ok(&["put", "before", "1"]);
+    // Add a learner and start it, joining the existing cluster.
+    let mut spec = Spec::new("m3", tmp.path());
+    let out = ms[0].ok(&[
+        "member",
+        "add",
+        "m3",
+        &format!("--peer-urls={}", spec.peer_url()),
+        "--learner",
+    ]);
+    assert!(out.contains("added"), "{out}");
+    let initial: Vec<String> = ms
+        .iter()
+        .map(|m| format!("{}={}", m.spec.name, m.spec.peer_url()))
+        .chain([format!("m3={}", spec.peer_url())])
+        .collect();
+    spec.initial_cluster = Some(initial.join(","));
+    spec.state_existing = true;
+    let m3 = Cairn::start(&spec);
+    eventually(T, "the learner to catch up", || {
+        (m3.ok(&["get", "before", "--consistency=s", "--print-value-only"]) == "1\n").then_some(())
+    });
+    let listed = member_ids(&ms[0]);
+    assert_eq!(listed.len(), 4);
+    let learner = listed.iter().find(|m| m.2).expect("a learner").0;
+    assert_eq!(status(&m3), (learner, status(&ms[0]).1, true));
+    // A learner serves only serializable reads.
+    let out = m3.etcdctl(&["get", "before"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rpc not supported for learner"));
+    // Promote it.
+    let id = format!("{learner:x}");
+    let out = ms[0].ok(&["member", "promote", &id]);
+    assert!(out.contains("promoted"), "{out}");
+    assert!(member_ids(&ms[1]).iter().all(|m| !m.2));
+    m3.ok(&["put", "from", "m3"]);
+    assert_eq!(ms[1].ok(&["get", "from", "--print-value-only"]), "m3\n");
+    // Update a member's peer URLs (to the same address under another
+    // spelling): the list shows the new URL.
+    let target = member_ids(&ms[0])
+        .into_iter()
+        .find(|m| m.1 == "m2")
+        .unwrap()
+        .0;
+    let new_url = format!("http://localhost:{}", ms[2].spec.peer_port);
+    ms[0].ok(&[
+        "member",
+        "update",
+        &format!("{target:x}"),
+        &format!("--peer-urls={new_url}"),
+    ]);
+    let out = ms[1].ok(&["member", "list"]);
+    assert!(out.contains(&new_url), "{out}");
+    // Remove m1: it stops, the rest go on.
+    let gone = member_ids(&ms[0])
+        .into_iter()
+        .find(|m| m.1 == "m1")
+        .unwrap()
+        .0;
+    ms[0].ok(&["member", "remove", &format!("{gone:x}")]);
+    assert_eq!(member_ids(&ms[0]).len(), 3);
+    // The removed member notices and stops; it would not start again.
+    ms[1].wait_log("this member was removed from the cluster; shutting down", T);
+    ms[0].ok(&["put", "after", "remove"]);
+    assert_eq!(m3.ok(&["get", "after", "--print-value-only"]), "remove\n");
+}
+
+#[test]
+fn move_leader_hands_leadership_to_the_chosen_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ms = cluster(tmp.path(), 3);
+    let leader = status(&ms[0]).1;
+    let li = ms.iter().position(|m| status(m).0 == leader).unwrap();
+    let target = ms.iter().map(status).find(|s| s.0 != leader).unwrap().0;
+    // Only the leader can move leadership.
+    let follower = ms.iter().position(|m| status(m).0 != leader).unwrap();
+    let out = ms[follower].etcdctl(&["move-leader", &format!("{target:x}")]);
+    assert!(!out.status.success());
+    let out = ms[li].ok(&["move-leader", &format!("{target:x}")]);
+    assert!(out.contains("Leadership transferred"), "{out}");
+    eventually(T, "the new leader", || {
+        ms.iter().all(|m| status(m).1 == target).then_some(())
+    });
+    ms[li].ok(&["put", "k", "v"]);
+}
+
+#[test]
+fn a_lease_kept_alive_through_a_follower_stays_and_its_keys_go_when_it_lapses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ms = cluster(tmp.path(), 3);
+    let leader = status(&ms[0]).1;
+    let f = ms.iter().find(|m| status(m).0 != leader).unwrap();
+    let out = f.ok(&["lease", "grant", "3"]);
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    f.ok(&["put", "leased", "v", &format!("--lease={id}")]);
+    // Kept alive through the follower for longer than its TTL.
+    for _ in 0..5 {
+        let out = f.ok(&["lease", "keep-alive", "--once", &id]);
+        assert!(out.contains("keepalived with TTL(3)"), "{out}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(f.ok(&["get", "leased", "--print-value-only"]), "v\n");
+    // Then left to lapse: the key goes, on every member.
+    for m in &ms {
+        eventually(Duration::from_secs(15), "the lease to expire", || {
+            m.ok(&["get", "leased", "--print-value-only"])
+                .is_empty()
+                .then_some(())
+        });
+    }
+}
