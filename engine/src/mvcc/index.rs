@@ -193,24 +193,39 @@ impl KeyHistory {
     }
 }
 
-/// A key as the index holds it: its first eight bytes as a big-endian
-/// integer beside the whole key. Comparing the integers orders keys as their
-/// bytes do whenever they differ, so most comparisons in a search stay inside
-/// the map's node instead of following a pointer to each key's bytes.
+/// A key's first [`HEAD`] bytes, zero-padded, as a big-endian integer.
+type Head = u128;
+const HEAD: usize = 16;
+
+/// A key as the index holds it: its head beside the whole key. Comparing
+/// heads orders keys as their bytes do whenever the heads differ, and keys
+/// no longer than the head with equal heads order by length; so most
+/// comparisons in a search stay inside the map's node instead of following a
+/// pointer to each key's bytes.
 #[derive(Clone, Debug)]
 struct IndexKey {
-    head: u64,
+    head: Head,
     bytes: Box<[u8]>,
 }
 
-/// The first eight bytes of `k` (zero-padded), big-endian. If two keys'
-/// heads differ, they order as the keys do: the first differing byte is
-/// within both keys, or one key ended there and is a prefix of the other.
-fn head(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = k.len().min(8);
+/// If two keys' heads differ, they order as the keys do: the first
+/// differing byte is within both keys, or one key ended there and is a
+/// prefix of the other (its padding is smaller).
+fn head(k: &[u8]) -> Head {
+    let mut b = [0u8; HEAD];
+    let n = k.len().min(HEAD);
     b[..n].copy_from_slice(&k[..n]);
-    u64::from_be_bytes(b)
+    Head::from_be_bytes(b)
+}
+
+/// Key order from heads and lengths, reading the keys' bytes only when both
+/// are longer than the head and the heads are equal.
+fn cmp_keys(ha: Head, a: &[u8], hb: Head, b: &[u8]) -> Ordering {
+    match ha.cmp(&hb) {
+        Ordering::Equal if a.len() <= HEAD && b.len() <= HEAD => a.len().cmp(&b.len()),
+        Ordering::Equal => a.cmp(b),
+        o => o,
+    }
 }
 
 impl IndexKey {
@@ -225,18 +240,18 @@ impl IndexKey {
 /// What lookups compare: a stored key or a borrowed probe, so a search needs
 /// no allocation.
 trait KeyLike {
-    fn parts(&self) -> (u64, &[u8]);
+    fn parts(&self) -> (Head, &[u8]);
 }
 
 impl KeyLike for IndexKey {
-    fn parts(&self) -> (u64, &[u8]) {
+    fn parts(&self) -> (Head, &[u8]) {
         (self.head, &self.bytes)
     }
 }
 
 /// A borrowed key to search for.
 struct Probe<'a> {
-    head: u64,
+    head: Head,
     bytes: &'a [u8],
 }
 
@@ -250,13 +265,13 @@ impl<'a> Probe<'a> {
 }
 
 impl KeyLike for Probe<'_> {
-    fn parts(&self) -> (u64, &[u8]) {
+    fn parts(&self) -> (Head, &[u8]) {
         (self.head, self.bytes)
     }
 }
 
-fn compare(a: (u64, &[u8]), b: (u64, &[u8])) -> Ordering {
-    a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))
+fn compare(a: (Head, &[u8]), b: (Head, &[u8])) -> Ordering {
+    cmp_keys(a.0, a.1, b.0, b.1)
 }
 
 impl PartialEq for dyn KeyLike + '_ {
@@ -278,7 +293,7 @@ impl Ord for dyn KeyLike + '_ {
 
 impl PartialEq for IndexKey {
     fn eq(&self, other: &Self) -> bool {
-        self.head == other.head && self.bytes == other.bytes
+        compare(self.parts(), other.parts()) == Ordering::Equal
     }
 }
 impl Eq for IndexKey {}
@@ -306,8 +321,8 @@ const PARALLEL_MIN: usize = 4096;
 #[derive(Clone, Copy, Debug)]
 pub struct StoredRecord<'a> {
     pub key: &'a [u8],
-    /// The key's first eight bytes as the index compares them.
-    head: u64,
+    /// The key's head as the index compares them.
+    head: Head,
     /// The lease in the record (0 for none or a deletion).
     pub lease: i64,
     pub rev: Revision,
@@ -453,10 +468,7 @@ impl KeyIndex {
         // Heads decide almost every comparison without reading the keys'
         // bytes; revisions are unique, so the order is total.
         let cmp = |a: &StoredRecord<'_>, b: &StoredRecord<'_>| {
-            a.head
-                .cmp(&b.head)
-                .then_with(|| a.key.cmp(b.key))
-                .then(a.rev.cmp(&b.rev))
+            cmp_keys(a.head, a.key, b.head, b.key).then(a.rev.cmp(&b.rev))
         };
         if threads > 1 && records.len() >= 2 * PARALLEL_MIN {
             // Sort slices in parallel; the stable sort then finds them as
@@ -478,7 +490,9 @@ impl KeyIndex {
             let mut h = KeyHistory::default();
             restore_into(&mut h, first);
             let mut j = i + 1;
-            while j < records.len() && records[j].head == first.head && records[j].key == first.key
+            while j < records.len()
+                && cmp_keys(records[j].head, records[j].key, first.head, first.key)
+                    == Ordering::Equal
             {
                 restore_into(&mut h, &records[j]);
                 j += 1;

@@ -37,5 +37,8 @@ pub use index::{Found, Interval, KeyHistory, KeyIndex};
 pub use kv::{Event, EventKind, KeyValue};
 pub use request::*;
 pub use revision::{Revision, RevisionKey};
-pub use store::{Applied, Compaction, HashKv, Store, StoreOptions, StoreStats, WriteOutcome};
+pub use store::{
+    Applied, COMMIT_BUCKETS, CommitLatency, Compaction, HashKv, Store, StoreOptions, StoreStats,
+    WriteOutcome,
+};
 pub use watch::{WatchError, WatchOptions, WatchRequest, WatchResponse, WatchStream};

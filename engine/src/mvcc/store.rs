@@ -121,6 +121,48 @@ pub struct StoreStats {
     pub db: btree::Stats,
 }
 
+/// Upper bounds (seconds) of the commit latency buckets: etcd's for
+/// `etcd_disk_backend_commit_duration_seconds` (1 ms doubling to 8 s).
+pub const COMMIT_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
+/// How long B+tree commits of batches took: counts per bucket (the last
+/// one past every bound), and the sum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitLatency {
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct CommitHistogram {
+    counts: [std::sync::atomic::AtomicU64; 15],
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl CommitHistogram {
+    fn observe(&self, d: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = d.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn snapshot(&self) -> CommitLatency {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitLatency {
+            counts: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
 /// A scheduled compaction; [`Compaction::wait`] returns when its revisions
 /// are gone from the B+tree (etcd's `physical`).
 #[derive(Clone, Debug)]
@@ -245,6 +287,7 @@ pub(crate) struct Inner {
     leases: RwLock<Option<LeaseLookup>>,
     restored_leases: Mutex<Vec<(Vec<u8>, i64)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    commits: CommitHistogram,
 }
 
 /// Stops the threads when the last [`Store`] handle goes.
@@ -325,6 +368,7 @@ impl Store {
             leases: RwLock::new(None),
             restored_leases: Mutex::new(r.leases),
             threads: Mutex::new(Vec::new()),
+            commits: CommitHistogram::default(),
             opts,
         });
         tracing::info!(
@@ -398,6 +442,11 @@ impl Store {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// How long the committer's B+tree commits took.
+    pub fn commit_latency(&self) -> CommitLatency {
+        self.inner.commits.snapshot()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -991,7 +1040,10 @@ fn committer(inner: Arc<Inner>) {
         }
         let last_seq = batches.last().expect("non-empty").seq;
         let durable = batches.iter().rev().find_map(|b| b.read().applied);
-        match commit_batches(&inner.db, &batches) {
+        let started = Instant::now();
+        let committed = commit_batches(&inner.db, &batches);
+        inner.commits.observe(started.elapsed());
+        match committed {
             Ok(()) => {
                 {
                     let mut v = lock(&inner.view);
