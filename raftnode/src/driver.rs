@@ -99,7 +99,11 @@ pub(crate) struct Recovered {
 /// configuration and membership as of it), the entries after it, the hard
 /// state. A new member starts from its initial configuration instead.
 pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Recovered> {
-    let log = wal.read_from(0)?;
+    // The marker first (reading from past the end returns only the latest
+    // marker, hard state and metadata), then only the entries after it.
+    let head = wal.read_from(u64::MAX)?;
+    let from = head.snapshot.as_ref().map_or(0, |m| m.index + 1);
+    let mut log = wal.read_from(from)?;
     let fresh = log.hard_state.is_none() && log.entries.is_empty() && log.snapshot.is_none();
     if fresh {
         // A new cluster starts as raft-rs intends: from a snapshot at index
@@ -155,11 +159,10 @@ pub(crate) fn recover(cfg: &NodeConfig, wal: &Wal, sm_durable: u64) -> Result<Re
         .snapshot
         .ok_or_else(|| Error::Storage("the WAL has raft state but no snapshot marker".into()))?;
     let (cs, membership) = storage::decode_marker(&marker.data)?;
-    let mut entries = log
-        .entries
-        .iter()
+    let mut entries = std::mem::take(&mut log.entries)
+        .into_iter()
         .filter(|e| e.index > marker.index)
-        .map(|e| storage::entry_from_wal(e.index, e.term, &e.data))
+        .map(|e| storage::entry_from_wal_owned(e.index, e.term, e.data))
         .collect::<Result<Vec<_>>>()?;
     // Installing a leader's snapshot replaces raft's whole log, but the WAL
     // keeps the entries it had after the snapshot's index until new ones
@@ -512,9 +515,41 @@ impl<O: Send + 'static> Driver<O> {
                     }
                 }
             }
-            Input::Stop => return Ok(false),
+            Input::Stop => {
+                self.checkpoint_on_stop();
+                return Ok(false);
+            }
         }
         Ok(true)
+    }
+
+    /// A clean stop makes the state machine durable and writes a marker
+    /// there, so the next start replays nothing it already holds.
+    fn checkpoint_on_stop(&mut self) {
+        if self.applied <= self.last_marker || self.apply_tx.send(ApplyTask::Sync).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Input::Apply(Report::Applied(i))) => {
+                    let _ = self.on_applied(i);
+                }
+                Ok(Input::Apply(Report::Synced(Ok(durable)))) => {
+                    if let Err(e) = self.compact(durable) {
+                        tracing::warn!(error = %e, "writing a snapshot marker at stop");
+                    }
+                    return;
+                }
+                Ok(Input::Apply(Report::Synced(Err(e)))) => {
+                    tracing::warn!(error = %e, "making the state machine durable at stop");
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
     }
 
     fn fail(&self, request: u64, e: Error) {

@@ -253,7 +253,17 @@ pub fn entry_to_wal(e: &Entry) -> Vec<u8> {
     v
 }
 
-pub fn entry_from_wal(index: u64, term: u64, b: &[u8]) -> Result<Entry> {
+/// [`entry_from_wal`] taking the bytes, so the data is not copied.
+pub fn entry_from_wal_owned(index: u64, term: u64, b: Vec<u8>) -> Result<Entry> {
+    let mut e = entry_from_wal_header(index, term, &b)?;
+    let n = 5 + e.context.len();
+    let mut b = bytes::Bytes::from(b);
+    e.data = b.split_off(n);
+    Ok(e)
+}
+
+/// An entry with its type and context from WAL bytes, and no data.
+fn entry_from_wal_header(index: u64, term: u64, b: &[u8]) -> Result<Entry> {
     let bad = || Error::Storage(format!("entry {index} in the WAL is malformed"));
     if b.len() < 5 {
         return Err(bad());
@@ -271,7 +281,12 @@ pub fn entry_from_wal(index: u64, term: u64, b: &[u8]) -> Result<Entry> {
     e.index = index;
     e.term = term;
     e.context = ctx.to_vec().into();
-    e.data = b[5 + n..].to_vec().into();
+    Ok(e)
+}
+
+pub fn entry_from_wal(index: u64, term: u64, b: &[u8]) -> Result<Entry> {
+    let mut e = entry_from_wal_header(index, term, b)?;
+    e.data = b[5 + e.context.len()..].to_vec().into();
     Ok(e)
 }
 
