@@ -56,6 +56,22 @@ fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::f
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A histogram from per-bucket counts (the last count, if any, is past every
+/// bound).
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cum = 0u64;
+    for (i, b) in bounds.iter().enumerate() {
+        cum += counts.get(i).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+    }
+    let total: u64 = counts.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {total}");
+}
+
 /// Everything, as Prometheus text.
 pub fn render(s: &EtcdServer) -> String {
     let m = &s.metrics;
@@ -241,23 +257,26 @@ pub fn render(s: &EtcdServer) -> String {
         "Total number of watch streams.",
         m.watch_streams.get(),
     );
-    // The WAL's fsync latency histogram, in etcd's buckets.
+    // The two disk-latency histograms, in etcd's buckets.
     let w = s.node.wal_metrics();
     let h = &w.fsync_latency;
-    let name = "etcd_disk_wal_fsync_duration_seconds";
-    let _ = writeln!(
-        o,
-        "# HELP {name} The latency distributions of fsync called by WAL."
+    histogram(
+        &mut o,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "The latency distributions of fsync called by WAL.",
+        h.bounds,
+        &h.counts,
+        h.sum.as_secs_f64(),
     );
-    let _ = writeln!(o, "# TYPE {name} histogram");
-    let mut cum = 0u64;
-    for (i, b) in h.bounds.iter().enumerate() {
-        cum += h.counts.get(i).copied().unwrap_or(0);
-        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
-    }
-    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
-    let _ = writeln!(o, "{name}_sum {}", h.sum.as_secs_f64());
-    let _ = writeln!(o, "{name}_count {}", h.count());
+    let c = store.commit_latency();
+    histogram(
+        &mut o,
+        "etcd_disk_backend_commit_duration_seconds",
+        "The latency distributions of commit called by backend.",
+        &cairn_engine::mvcc::COMMIT_BUCKETS,
+        &c.counts,
+        c.sum_seconds,
+    );
     line(
         &mut o,
         "etcd_disk_wal_write_bytes_total",

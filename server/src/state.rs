@@ -371,6 +371,10 @@ impl StateMachine for Backend {
 
     fn apply(&mut self, entry: EntryId, data: &[u8]) -> ApplyResult {
         let id = entry_id(entry);
+        // A replay after a restart: the store holds it already.
+        if entry.index <= self.store.applied_index().index {
+            return Ok(ApplyOutput::None);
+        }
         match InternalRaftRequest::decode(data) {
             Ok(r) => self.apply_request(id, r),
             Err(e) => {
