@@ -18,11 +18,14 @@
 //!   a 1,000,000-revision history is compacted.
 //! * `cairn-bench raft-propose`: proposals per second committed by 1- and
 //!   3-member raft clusters on loopback, with fsyncs per second.
+//! * `cairn-bench restart`: time to "ready" of the `cairn` binary, empty and
+//!   after a restart with 1,000,000 keys, beside etcd's.
 
 mod btree;
 mod mvcc;
 mod mvcc_compact;
 mod raft;
+mod restart;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +56,9 @@ enum Command {
     /// Proposals per second through a raft cluster of in-process members on
     /// loopback, with the leader's fsyncs per second.
     RaftPropose(raft::RaftArgs),
+    /// Time to "ready" of the server binary on an empty data dir and after a
+    /// restart with many keys, beside etcd's with --etcd.
+    Restart(restart::RestartArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::MvccPut(args) => mvcc::run(args),
         Command::MvccCompact(args) => mvcc_compact::run(args),
         Command::RaftPropose(args) => raft::run(args),
+        Command::Restart(args) => restart::run(args),
     }
 }
