@@ -14,7 +14,7 @@ fn keys_of(simple: &str) -> Vec<String> {
     simple.lines().step_by(2).map(String::from).collect()
 }
 
-fn kv<'a>(v: &'a Value, i: usize) -> &'a Value {
+fn kv(v: &Value, i: usize) -> &Value {
     &v["kvs"][i]
 }
 
