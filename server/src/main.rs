@@ -153,7 +153,8 @@ fn client_router(srv: &Arc<EtcdServer>, gateway: bool) -> axum::Router {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX),
     )
-    .into_axum_router();
+    .into_axum_router()
+    .layer(axum::middleware::map_response(errors::grpc_go_words));
     grpc.merge(http::client(srv.clone(), gateway))
 }
 
