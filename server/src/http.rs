@@ -296,6 +296,31 @@ async fn metrics(State(s): State<Srv>) -> Response {
     r
 }
 
+/// A path nothing serves: a gRPC call gets Unimplemented (as from any gRPC
+/// server), anything else Go's `404 page not found`, as from etcd.
+pub async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("").into_http();
+    }
+    let mut r = Response::new(Body::from("404 page not found\n"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
 /// Only GET: anything else is 405 with `Allow: GET`.
 fn get_only(mr: MethodRouter<Srv>) -> MethodRouter<Srv> {
     mr.fallback(|| async {

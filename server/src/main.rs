@@ -156,6 +156,7 @@ fn client_router(srv: &Arc<EtcdServer>, gateway: bool) -> axum::Router {
     .into_axum_router()
     .layer(axum::middleware::map_response(errors::grpc_go_words));
     grpc.merge(http::client(srv.clone(), gateway))
+        .fallback(http::not_found)
 }
 
 fn main() -> anyhow::Result<()> {
