@@ -201,3 +201,76 @@ fn watch_runs_a_command_per_event_with_the_event_in_its_environment() {
     let lines = w.until(WAIT, |l| l.starts_with("cmd "));
     assert_eq!(lines.last().unwrap(), r#"cmd "PUT" "e"="value-2" @3"#);
 }
+
+/// `n` puts through the JSON gateway on one kept-alive HTTP/1.1
+/// connection (thousands of revisions in seconds); key `i` is `key(i)`.
+fn put_many(c: &Cairn, n: usize, key: impl Fn(usize) -> String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(c.endpoint()).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    for i in 0..n {
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            b64(key(i).as_bytes()),
+            b64(format!("v{i}").as_bytes())
+        );
+        let req = format!(
+            "POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        w.write_all(req.as_bytes()).unwrap();
+        let mut len = 0;
+        let mut status = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if status.is_empty() {
+                status = line.clone();
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        assert!(status.contains(" 200 "), "{status}");
+        r.by_ref().take(len).read_to_end(&mut Vec::new()).unwrap();
+    }
+}
+
+#[test]
+fn a_long_history_replays_in_responses_of_at_most_1000_revisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    put_many(&c, 2500, |i| format!("bulk/{:02}", i % 50));
+    let w = c.spawn(&["watch", "--prefix", "bulk/", "--rev", "1", "-w", "json"]);
+    let mut events = 0;
+    let mut next_rev = 2;
+    let mut responses = 0;
+    while events < 2500 {
+        let v: serde_json::Value = serde_json::from_str(&w.line(WAIT)).unwrap();
+        responses += 1;
+        let mut revs = std::collections::BTreeSet::new();
+        for e in v["Events"].as_array().unwrap() {
+            let rev = e["kv"]["mod_revision"].as_i64().unwrap();
+            assert_eq!(rev, next_rev, "in order, none missing");
+            assert_eq!(text(&e["kv"]["value"]), format!("v{}", rev - 2));
+            next_rev += 1;
+            revs.insert(rev);
+            events += 1;
+        }
+        assert!(
+            revs.len() <= 1000,
+            "{} revisions in one response",
+            revs.len()
+        );
+    }
+    assert_eq!(responses, 3, "1000 + 1000 + 500");
+    // Then it follows live writes.
+    c.ok(&["put", "bulk/x", "live"]);
+    let v: serde_json::Value = serde_json::from_str(&w.line(WAIT)).unwrap();
+    assert_eq!(v["Events"][0]["kv"]["mod_revision"], 2502);
+}
