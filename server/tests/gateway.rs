@@ -550,10 +550,13 @@ fn metrics_carry_etcds_main_series_with_sane_values() {
         3.0
     );
     assert!(metric(&m, "etcd_mvcc_range_total") >= 1.0);
-    // The database size is the one endpoint status reports.
-    let size = metric(&m, "etcd_mvcc_db_total_size_in_bytes");
-    let status = c.json(&["endpoint", "status"]);
-    assert_eq!(Some(size as i64), status[0]["Status"]["dbSize"].as_i64());
+    // The database size is the one endpoint status reports (once the
+    // backend committed the last batch, both read the same figure).
+    let size = eventually(WAIT, "the same size in /metrics and status", || {
+        let size = metric(&scrape(), "etcd_mvcc_db_total_size_in_bytes");
+        let status = c.json(&["endpoint", "status"]);
+        (Some(size as i64) == status[0]["Status"]["dbSize"].as_i64()).then_some(size)
+    });
     assert!(size > 0.0 && size < 1_048_576.0, "{size}");
     assert!(metric(&m, "etcd_mvcc_db_total_size_in_use_in_bytes") <= size);
     // The WAL's fsync histogram, with etcd's buckets, cumulative.
