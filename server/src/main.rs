@@ -24,6 +24,7 @@
 mod config;
 mod convert;
 mod errors;
+mod h2_authority;
 mod http;
 mod lessor;
 mod metrics;
