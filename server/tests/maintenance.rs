@@ -311,3 +311,48 @@ fn the_nospace_alarm_survives_a_restart_and_a_larger_quota_lets_writes_resume() 
     let more = fill(&c);
     assert!(more >= 10, "{more} more puts under the doubled quota");
 }
+
+#[test]
+fn per_endpoint_commands_work_with_url_endpoints_and_cluster() {
+    // etcdctl dials `passthrough:///http://…` for these: grpc-go then sends
+    // the whole URL as the HTTP/2 authority.
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    c.ok(&["put", "a", "1"]);
+    let url = c.url("");
+    let run = |args: &[&str]| {
+        let out = etcdctl(std::slice::from_ref(&url), args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = format!("{:x}", status(&c)["header"]["member_id"].as_u64().unwrap());
+    let line = run(&["endpoint", "status"]);
+    assert!(
+        line.starts_with(&format!("{url}, {id}, 3.4.23, ")),
+        "{line}"
+    );
+    let hash = c.json(&["endpoint", "hashkv"])[0]["HashKV"]["hash"].clone();
+    assert_eq!(run(&["endpoint", "hashkv"]), format!("{url}, {hash}\n"));
+    assert_eq!(
+        run(&["defrag"]),
+        format!("Finished defragmenting etcd member[{url}]\n")
+    );
+    // --cluster: the members' advertised client URLs.
+    let v: Value =
+        serde_json::from_str(&run(&["endpoint", "status", "--cluster", "-w", "json"])).unwrap();
+    assert_eq!(v[0]["Endpoint"], url);
+    assert_eq!(v[0]["Status"]["header"]["revision"], 2);
+    let out = etcdctl(
+        std::slice::from_ref(&url),
+        &["endpoint", "health", "--cluster"],
+        None,
+    );
+    assert!(out.status.success());
+    // And the member keeps serving both kinds of endpoint.
+    assert_eq!(run(&["get", "a", "--print-value-only"]), "1\n");
+    assert_eq!(c.ok(&["get", "a", "--print-value-only"]), "1\n");
+}
