@@ -222,6 +222,34 @@ impl From<cairn_raftnode::Error> for ApiError {
     }
 }
 
+/// grpc-go's words for a request over the server's receive limit
+/// (max-request-bytes + 512 KiB): `grpc: received message larger than max
+/// (N vs. M)`, ResourceExhausted, which clients and scripts see from etcd.
+/// tonic refuses such a request with its own text and OutOfRange.
+fn as_grpc_go(s: &Status) -> Option<Status> {
+    if s.code() != Code::OutOfRange {
+        return None;
+    }
+    let rest = s
+        .message()
+        .strip_prefix("Error, decoded message length too large: found ")?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    Some(Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    )))
+}
+
+/// Rewrites a gRPC answer tonic gave in its own words (a status in the
+/// headers: the call failed before any message) to grpc-go's, as etcd
+/// answers.
+pub async fn grpc_go_words(mut r: axum::response::Response) -> axum::response::Response {
+    if let Some(go) = Status::from_header_map(r.headers()).and_then(|s| as_grpc_go(&s)) {
+        let _ = go.add_header(r.headers_mut());
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +298,18 @@ mod tests {
             assert_eq!((s.message(), s.code()), (msg, code));
         }
         assert_eq!(ApiError::http_status(Code::FailedPrecondition), 412);
+        let tonic_words = Status::out_of_range(
+            "Error, decoded message length too large: found 600007 bytes, the limit is: 525312 bytes",
+        );
+        let go = as_grpc_go(&tonic_words).unwrap();
+        assert_eq!(
+            (go.code(), go.message()),
+            (
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (600007 vs. 525312)"
+            )
+        );
+        assert!(as_grpc_go(&ApiError::Compacted.status()).is_none());
         assert_eq!(ApiError::http_status(Code::ResourceExhausted), 429);
     }
 }

@@ -39,22 +39,33 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
-/// etcd's gateway error body.
+/// etcd's gateway error body, its fields in etcd's order.
 fn error_response(code: tonic::Code, msg: &str) -> Response {
     let status = StatusCode::from_u16(ApiError::http_status(code))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({"error": msg, "message": msg, "code": code as i32});
-    json_response(status, body.to_string().into_bytes())
+    let msg = serde_json::Value::from(msg);
+    let body = format!(
+        r#"{{"error":{msg},"message":{msg},"code":{}}}"#,
+        code as i32
+    );
+    json_response(status, body.into_bytes())
+}
+
+/// The largest request the gRPC server takes: the gateway refuses larger
+/// ones as etcd's does (its requests go through that server).
+fn grpc_limit(s: &Srv) -> usize {
+    s.limits.max_request_bytes + 512 * 1024
 }
 
 fn api_error(e: ApiError) -> Response {
     error_response(e.code(), &e.to_string())
 }
 
-/// A unary gateway call: JSON in, the service, JSON out.
-async fn unary<Req, Resp, F, Fut>(body: Bytes, f: F) -> Response
+/// A unary gateway call: JSON in, the service, JSON out; a request larger
+/// than `limit` once encoded is refused with grpc-go's words.
+async fn unary<Req, Resp, F, Fut>(limit: usize, body: Bytes, f: F) -> Response
 where
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + prost::Message,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: Future<Output = Result<Resp, ApiError>>,
@@ -63,6 +74,13 @@ where
         Ok(r) => r,
         Err(e) => return error_response(tonic::Code::InvalidArgument, &e.to_string()),
     };
+    let len = req.encoded_len();
+    if len > limit {
+        return error_response(
+            tonic::Code::ResourceExhausted,
+            &format!("grpc: received message larger than max ({len} vs. {limit})"),
+        );
+    }
     match f(req).await {
         Ok(resp) => match json::to_json_vec(&resp) {
             Ok(b) => json_response(StatusCode::OK, b),
@@ -108,7 +126,8 @@ fn gateway(srv: Srv) -> Router {
                 $path,
                 post(move |State(s): State<Srv>, body: Bytes| {
                     let svc = mk(&s);
-                    async move { unary(body, |r| async move { svc.$method(r).await }).await }
+                    let limit = grpc_limit(&s);
+                    async move { unary(limit, body, |r| async move { svc.$method(r).await }).await }
                 }),
             ));
         }};
@@ -138,7 +157,8 @@ fn gateway(srv: Srv) -> Router {
             routes.push((
                 $path,
                 post(|State($s): State<Srv>, body: Bytes| async move {
-                    unary(body, |_: $req| async move { $call }).await
+                    let limit = grpc_limit(&$s);
+                    unary(limit, body, |_: $req| async move { $call }).await
                 }),
             ));
         }};
@@ -205,7 +225,12 @@ fn gateway(srv: Srv) -> Router {
             .route(&format!("/v3/{path}"), mr.clone())
             .route(&format!("/v3beta/{path}"), mr);
     }
-    router.with_state(srv)
+    // Bodies are JSON with base64 bytes: several times the encoded request
+    // may still be under the gRPC limit, checked once decoded.
+    let body_limit = 4 * grpc_limit(&srv);
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(srv)
 }
 
 #[derive(serde::Deserialize)]
@@ -267,6 +292,31 @@ async fn metrics(State(s): State<Srv>) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// A path nothing serves: a gRPC call gets Unimplemented (as from any gRPC
+/// server), anything else Go's `404 page not found`, as from etcd.
+pub async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("").into_http();
+    }
+    let mut r = Response::new(Body::from("404 page not found\n"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     r
 }

@@ -24,6 +24,7 @@
 mod config;
 mod convert;
 mod errors;
+mod h2_authority;
 mod http;
 mod lessor;
 mod metrics;
@@ -193,8 +194,10 @@ fn client_router(srv: &Arc<EtcdServer>, gateway: bool) -> axum::Router {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX),
     )
-    .into_axum_router();
+    .into_axum_router()
+    .layer(axum::middleware::map_response(errors::grpc_go_words));
     grpc.merge(http::client(srv.clone(), gateway))
+        .fallback(http::not_found)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -178,7 +178,7 @@ pub fn render(s: &EtcdServer) -> String {
         "etcd_mvcc_db_total_size_in_bytes",
         "gauge",
         "Total size of the underlying database physically allocated in bytes.",
-        stats.db.file_size,
+        s.db_size().0,
     );
     line(
         &mut o,

@@ -344,7 +344,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, max_
         let _ = sock.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(sock);
+            let io = hyper_util::rt::TokioIo::new(crate::h2_authority::FixAuthority::new(sock));
             let mut b =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             b.http2().max_concurrent_streams(max_streams);

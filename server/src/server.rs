@@ -94,10 +94,20 @@ impl EtcdServer {
         Ok(())
     }
 
-    /// etcd's quota check before a write that adds data: past the quota,
-    /// raise the NOSPACE alarm (through raft) and refuse.
-    pub async fn check_quota(&self, grows: bool) -> Result<(), ApiError> {
-        if !grows {
+    /// The database's size and the part of it in use, as etcd counts them
+    /// (bbolt's `tx.Size()`): pages up to the high-water mark. The file
+    /// itself is preallocated in larger steps and is not the measure.
+    pub fn db_size(&self) -> (u64, u64) {
+        let db = self.store().stats().db;
+        (db.hwm * u64::from(db.page_size), db.in_use_bytes)
+    }
+
+    /// etcd's quota check before a write that adds `cost` bytes (its
+    /// estimate: see [`quota_cost`]; 0 for writes that add nothing): if
+    /// the database would reach the quota, raise the NOSPACE alarm
+    /// (through raft) and refuse.
+    pub async fn check_quota(&self, cost: u64) -> Result<(), ApiError> {
+        if cost == 0 {
             return Ok(());
         }
         if self.alarms.has(pb::AlarmType::Nospace) {
@@ -106,8 +116,7 @@ impl EtcdServer {
         if self.limits.quota_bytes == 0 {
             return Ok(());
         }
-        let size = self.store().stats().db.file_size;
-        if size <= self.limits.quota_bytes {
+        if self.db_size().0 + cost < self.limits.quota_bytes {
             return Ok(());
         }
         let req = InternalRaftRequest {
@@ -151,5 +160,33 @@ impl EtcdServer {
     /// A new request id (lease ids when the client gives none).
     pub fn next_id(&self) -> u64 {
         self.ids.next()
+    }
+}
+
+/// etcd's estimate of the bytes a request adds (its `quota.go`): a put its
+/// key and value plus 256; a transaction the larger of its branches' puts;
+/// a lease grant 64.
+pub mod quota_cost {
+    use cairn_proto::etcdserverpb as pb;
+
+    const KV_OVERHEAD: u64 = 256;
+    pub const LEASE_GRANT: u64 = 64;
+
+    pub fn put(r: &pb::PutRequest) -> u64 {
+        KV_OVERHEAD + r.key.len() as u64 + r.value.len() as u64
+    }
+
+    pub fn txn(t: &pb::TxnRequest) -> u64 {
+        use pb::request_op::Request as Q;
+        let branch = |ops: &[pb::RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(Q::RequestPut(p)) => put(p),
+                    Some(Q::RequestTxn(t)) => txn(t),
+                    _ => 0,
+                })
+                .sum()
+        };
+        branch(&t.success).max(branch(&t.failure))
     }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::errors::ApiError;
-use crate::server::EtcdServer;
+use crate::server::{EtcdServer, quota_cost};
 use crate::state::ApplyOutput;
 
 pub struct KvService(pub Arc<EtcdServer>);
@@ -32,7 +32,7 @@ impl KvService {
         let s = &self.0;
         s.not_learner()?;
         mvcc::validate_put(&convert::put_req(&r))?;
-        s.check_quota(true).await?;
+        s.check_quota(quota_cost::put(&r)).await?;
         s.metrics.put_total.inc();
         match s
             .propose(InternalRaftRequest {
@@ -90,7 +90,7 @@ impl KvService {
             s.fill(&mut resp.header);
             return Ok(resp);
         }
-        s.check_quota(txn_grows(&r)).await?;
+        s.check_quota(quota_cost::txn(&r)).await?;
         match s
             .propose(InternalRaftRequest {
                 txn: Some(r),
@@ -137,19 +137,6 @@ impl KvService {
             )),
         }
     }
-}
-
-/// Whether a transaction may add data (puts in any branch).
-fn txn_grows(t: &pb::TxnRequest) -> bool {
-    use pb::request_op::Request as Q;
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .any(|op| match &op.request {
-            Some(Q::RequestPut(_)) => true,
-            Some(Q::RequestTxn(t)) => txn_grows(t),
-            _ => false,
-        })
 }
 
 #[tonic::async_trait]

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::ApiError;
 use crate::lessor::MAX_TTL;
-use crate::server::EtcdServer;
+use crate::server::{EtcdServer, quota_cost};
 use crate::state::ApplyOutput;
 
 pub struct LeaseService(pub Arc<EtcdServer>);
@@ -34,7 +34,7 @@ impl LeaseService {
         } else {
             r.id
         };
-        s.check_quota(true).await?;
+        s.check_quota(quota_cost::LEASE_GRANT).await?;
         let req = InternalRaftRequest {
             lease_grant: Some(pb::LeaseGrantRequest { ttl: r.ttl, id }),
             ..Default::default()

@@ -58,8 +58,8 @@ impl MaintenanceService {
     pub fn status(&self) -> pb::StatusResponse {
         let s = &self.0;
         let st = s.node.status();
-        let store = s.store();
-        let stats = store.stats();
+        let stats = s.store().stats();
+        let (db_size, db_size_in_use) = s.db_size();
         let mut errors: Vec<String> = s
             .alarms
             .list()
@@ -77,13 +77,13 @@ impl MaintenanceService {
         pb::StatusResponse {
             header: s.header(stats.revision),
             version: ETCD_VERSION.into(),
-            db_size: stats.db.file_size as i64,
+            db_size: db_size as i64,
             leader: st.leader,
             raft_index: st.commit,
             raft_term: st.term,
             raft_applied_index: st.applied,
             errors,
-            db_size_in_use: stats.db.in_use_bytes as i64,
+            db_size_in_use: db_size_in_use as i64,
             is_learner: st.is_learner,
         }
     }
