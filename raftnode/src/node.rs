@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// `--strict-reconfig-check`: refuse membership changes that would leave
     /// too few connected voters.
     pub strict_reconfig_check: bool,
+    /// `--force-new-cluster`: restart as the only member, keeping the data
+    /// (see [`driver::recover`]).
+    pub force_new_cluster: bool,
     pub max_size_per_msg: u64,
     pub max_inflight_msgs: usize,
     /// Where received snapshots land before the state machine takes them.
@@ -89,6 +92,7 @@ impl NodeConfig {
             catchup_entries: 5_000,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
             strict_reconfig_check: true,
+            force_new_cluster: false,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 512,
             snap_dir: snap_dir.into(),

@@ -96,6 +96,7 @@ fn settings(cfg: &Config, ids: &config::MemberMeta) -> Settings {
         auto_compaction,
         pre_vote: cfg.pre_vote,
         strict_reconfig_check: cfg.strict_reconfig_check,
+        force_new_cluster: cfg.force_new_cluster,
         max_concurrent_streams: cfg.max_concurrent_streams,
         enable_gateway: cfg.enable_grpc_gateway,
     }

@@ -57,6 +57,8 @@ pub struct Settings {
     pub auto_compaction: Option<AutoCompaction>,
     pub pre_vote: bool,
     pub strict_reconfig_check: bool,
+    /// `--force-new-cluster`: restart alone, removing the other members.
+    pub force_new_cluster: bool,
     pub max_concurrent_streams: u32,
     pub enable_gateway: bool,
 }
@@ -145,6 +147,7 @@ pub fn start_member(
     cfg.snapshot_count = s.snapshot_count;
     cfg.request_timeout = Duration::from_secs(5) + 2 * s.election_timeout;
     cfg.strict_reconfig_check = s.strict_reconfig_check;
+    cfg.force_new_cluster = s.force_new_cluster;
     cfg.peer_listeners = s
         .listen_peer_urls
         .iter()

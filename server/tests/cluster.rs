@@ -234,3 +234,71 @@ fn a_lease_kept_alive_through_a_follower_stays_and_its_keys_go_when_it_lapses() 
         });
     }
 }
+
+#[test]
+fn force_new_cluster_restarts_one_survivor_alone_with_all_committed_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ms = cluster(tmp.path(), 3);
+    for i in 0..10 {
+        ms[i % 3].ok(&["put", &format!("f{i}"), &format!("v{i}")]);
+    }
+    // Every member has every write (then whichever disk survives holds them).
+    for m in &ms {
+        eventually(T, "all writes applied", || {
+            (m.ok(&["get", "f", "--prefix", "--keys-only", "--consistency=s"])
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+                == 10)
+                .then_some(())
+        });
+    }
+    let rev_before = ms[0].revision();
+    let cluster_id =
+        ms[0].json(&["endpoint", "status", "-w", "json"])[0]["Status"]["header"]["cluster_id"]
+            .as_u64()
+            .unwrap();
+    let mut spec = ms[1].spec.clone();
+    let survivor = status(&ms[1]).0;
+    // The whole cluster is lost but for one member's disk.
+    for m in ms {
+        m.kill9();
+    }
+    spec.extra.push("--force-new-cluster".into());
+    let m = Cairn::start(&spec);
+    assert!(
+        !m.log().iter().any(|l| l.contains("not honoured")),
+        "{:?}",
+        m.log()
+    );
+    // It leads alone, with the same cluster id and every committed write.
+    eventually(T, "the survivor leads", || {
+        (status(&m).1 == survivor).then_some(())
+    });
+    let listed = member_ids(&m);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, survivor);
+    assert_eq!(listed[0].1, spec.name);
+    let header = &m.json(&["endpoint", "status", "-w", "json"])[0]["Status"]["header"];
+    assert_eq!(header["cluster_id"].as_u64().unwrap(), cluster_id);
+    let got = m.ok(&["get", "f", "--prefix", "--print-value-only"]);
+    let want: String = {
+        let mut v: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("f{i}"), format!("v{i}")))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, v)| v + "\n").collect()
+    };
+    assert_eq!(got, want);
+    assert!(m.revision() >= rev_before);
+    // Writes commit with no other member.
+    m.ok(&["put", "alone", "yes"]);
+    // The new configuration is on disk: a restart without the flag stays a
+    // one-member cluster, with the write made alone.
+    m.kill9();
+    spec.extra.clear();
+    let m = Cairn::start(&spec);
+    assert_eq!(m.ok(&["get", "alone", "--print-value-only"]), "yes\n");
+    assert_eq!(member_ids(&m).len(), 1);
+    m.ok(&["put", "again", "yes"]);
+}

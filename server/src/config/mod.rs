@@ -302,6 +302,7 @@ pub const HONOURED_FLAGS: &[&str] = &[
     "log-level",
     "log-outputs",
     "strict-reconfig-check",
+    "force-new-cluster",
     "pre-vote",
     "max-concurrent-streams",
     "backend-batch-interval",
