@@ -195,18 +195,27 @@ fn members_are_added_as_learners_promoted_updated_and_removed() {
             .contains(&new_url)
             .then_some(())
     });
-    // Remove m1: it stops, the rest go on.
-    let gone = member_ids(&ms[0])
-        .into_iter()
-        .find(|m| m.1 == "m1")
-        .unwrap()
-        .0;
-    ms[0].ok(&["member", "remove", &format!("{gone:x}")]);
-    assert_eq!(member_ids(&ms[0]).len(), 3);
+    // Remove the leader: it hands leadership over and stops; the rest go on.
+    let gone = leader_of(&ms[0]);
+    let mut all: Vec<&Cairn> = ms.iter().chain([&m3]).collect();
+    let gi = all.iter().position(|m| status(m).0 == gone).unwrap();
+    let removed = all.remove(gi);
+    all[0].ok(&["member", "remove", &format!("{gone:x}")]);
+    assert_eq!(member_ids(all[0]).len(), 3);
     // The removed member notices and stops; it would not start again.
-    ms[1].wait_log("this member was removed from the cluster; shutting down", T);
-    ms[0].ok(&["put", "after", "remove"]);
-    assert_eq!(m3.ok(&["get", "after", "--print-value-only"]), "remove\n");
+    removed.wait_log("this member was removed from the cluster; shutting down", T);
+    let log = removed.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("this leader was removed; handing leadership over")),
+        "{log:#?}"
+    );
+    let new_leader = leader_of(all[0]);
+    assert_ne!(new_leader, gone);
+    all[1].ok(&["put", "after", "remove"]);
+    for m in &all {
+        assert_eq!(m.ok(&["get", "after", "--print-value-only"]), "remove\n");
+    }
 }
 
 #[test]
