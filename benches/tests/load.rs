@@ -30,12 +30,12 @@ fn cairn_bin() -> &'static PathBuf {
     BIN.get_or_init(|| {
         let out = Command::new(env!("CARGO"))
             .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .stderr(Stdio::inherit())
             .output()
             .expect("running cargo");
         assert!(
             out.status.success(),
-            "cargo test --workspace --no-run failed"
+            "cargo test --workspace --no-run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -22,7 +22,8 @@ impl Progress {
         let label = label.to_string();
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let every = Duration::from_millis(250);
+            let mut tick = tokio::time::interval_at((start + every).into(), every);
             loop {
                 tick.tick().await;
                 let n = issued.load(Ordering::Relaxed);
