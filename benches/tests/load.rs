@@ -360,3 +360,51 @@ fn an_endpoint_nobody_listens_on_is_a_clear_error_not_a_hang() {
         "{stderr}"
     );
 }
+
+#[test]
+fn compare_suite_runs_every_perf_workload_on_both_sides_and_loads_keys_for_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = cairn_bin().to_str().unwrap();
+    let mut args = vec!["compare", "--start", "--cairn", cairn, "--etcd", cairn];
+    args.extend(["--dir", dir.path().to_str().unwrap()]);
+    args.extend(
+        "--suite --suite-duration 150ms --rounds 1 --warmup 0 --memory --memory-keys 500"
+            .split_whitespace(),
+    );
+    let (ok, stdout, stderr) = bench_raw(&args);
+    assert!(ok, "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| `") || l.starts_with("| resident"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    let workloads: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    assert_eq!(rows.len(), 12, "{stdout}");
+    for (w, want) in workloads.iter().zip([
+        "`put --clients 1 --conns 1`",
+        "`put --clients 16 --conns 4`",
+        "`put --clients 100 --conns 10`",
+        "`put --clients 1000 --conns 100`",
+        "`range --consistency l --clients 1 --conns 1`",
+        "`range --consistency l --clients 100 --conns 10`",
+        "`range --consistency l --clients 1000 --conns 100`",
+        "`range --consistency s --clients 1 --conns 1`",
+        "`range --consistency s --clients 100 --conns 10`",
+        "`range --consistency s --clients 1000 --conns 100`",
+        "`txn-put --txn-ops 4 --clients 100 --conns 10`",
+        "resident memory after 500 keys",
+    ]) {
+        assert_eq!(*w, want, "{stdout}");
+    }
+    for r in &rows[..11] {
+        // Both sides served requests, the ratios parse, nothing failed.
+        assert!(r[2].ends_with("req/s") && r[3].ends_with("req/s"), "{r:?}");
+        assert!(r[4].parse::<f64>().unwrap() > 0.0, "{r:?}");
+        assert!(r[7].parse::<f64>().unwrap() > 0.0, "{r:?}");
+        assert_eq!(r[8], "0", "{r:?}");
+    }
+    assert!(
+        rows[11][2].ends_with("MiB") && rows[11][3].ends_with("MiB"),
+        "{stdout}"
+    );
+}

@@ -69,9 +69,53 @@ pub struct CompareArgs {
     /// Print one JSON object instead of the Markdown table.
     #[arg(long)]
     json: bool,
+    /// Instead of one workload, perf.md's whole table: put at 1/16/100/1000
+    /// clients, range (l and s) at 1/100/1000, txn-put (4 ops) at 100, and
+    /// watch latency with 1,000 watchers; one summary row per workload.
+    #[arg(long, conflicts_with = "plot")]
+    suite: bool,
+    /// How long each suite run lasts.
+    #[arg(long, default_value = "5s", value_parser = load::cli::parse_duration)]
+    suite_duration: Duration,
+    /// With --suite and --memory: keys loaded (16-byte keys, 256-byte
+    /// values) before resident memory is read.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_keys: u64,
     /// The workload and its flags (--endpoints is taken from --a / --b).
     #[command(subcommand)]
+    workload: Option<LoadCommand>,
+}
+
+/// perf.md's workloads, as `cairn-bench` command lines (after the name, the
+/// duration is added).
+const SUITE: &[&str] = &[
+    "put --clients 1 --conns 1",
+    "put --clients 16 --conns 4",
+    "put --clients 100 --conns 10",
+    "put --clients 1000 --conns 100",
+    "range --consistency l --clients 1 --conns 1",
+    "range --consistency l --clients 100 --conns 10",
+    "range --consistency l --clients 1000 --conns 100",
+    "range --consistency s --clients 1 --conns 1",
+    "range --consistency s --clients 100 --conns 10",
+    "range --consistency s --clients 1000 --conns 100",
+    "txn-put --txn-ops 4 --clients 100 --conns 10",
+];
+
+/// perf.md's key and value shape, shared by every suite workload.
+const SUITE_SHAPE: &str = "--key-size 16 --val-size 256 --key-space-size 100000";
+
+#[derive(clap::Parser)]
+struct OneWorkload {
+    #[command(subcommand)]
     workload: LoadCommand,
+}
+
+/// A workload from its command line (as typed after `cairn-bench`).
+fn parse_workload(line: &str) -> anyhow::Result<LoadCommand> {
+    use clap::Parser;
+    let args = std::iter::once("cairn-bench").chain(line.split_whitespace());
+    Ok(OneWorkload::try_parse_from(args)?.workload)
 }
 
 /// One side's runs.
@@ -94,7 +138,13 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
         "compare needs both --a and --b, or --start (which starts both sides)"
     );
     anyhow::ensure!(
-        a.workload.common().endpoints.is_none(),
+        a.suite != a.workload.is_some(),
+        "compare runs one workload (given after the flags) or --suite"
+    );
+    anyhow::ensure!(
+        a.workload
+            .as_ref()
+            .is_none_or(|w| w.common().endpoints.is_none()),
         "compare takes the endpoints from --a and --b (or --start), not --endpoints"
     );
     anyhow::ensure!(
@@ -105,7 +155,6 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
         !a.memory || a.start,
         "--memory reports servers the harness started: use it with --start"
     );
-    let mut spec = a.workload.spec()?;
     let rt = load::cli::runtime()?;
     let tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -144,48 +193,90 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     } else {
         ["A", "B"]
     };
-    let mut sides = [
-        Side {
-            name: a.a_name.clone().unwrap_or(default_names[0].into()),
-            endpoints: a_eps,
-            runs: Vec::new(),
-            rss_kib: None,
-        },
-        Side {
-            name: a.b_name.clone().unwrap_or(default_names[1].into()),
-            endpoints: b_eps,
-            runs: Vec::new(),
-            rss_kib: None,
-        },
+    let names = [
+        a.a_name.clone().unwrap_or(default_names[0].into()),
+        a.b_name.clone().unwrap_or(default_names[1].into()),
     ];
+    let new_sides = || {
+        [
+            Side {
+                name: names[0].clone(),
+                endpoints: a_eps.clone(),
+                runs: Vec::new(),
+                rss_kib: None,
+            },
+            Side {
+                name: names[1].clone(),
+                endpoints: b_eps.clone(),
+                runs: Vec::new(),
+                rss_kib: None,
+            },
+        ]
+    };
 
-    for round in 0..a.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let side = &mut sides[i];
-            spec.endpoints = side.endpoints.clone();
-            if !a.warmup.is_zero() {
-                let warm = LoadSpec {
-                    stop: Stop::Duration(a.warmup),
-                    progress: false,
-                    ..spec.clone()
-                };
-                rt.block_on(load::run(&warm))?;
-            }
-            let s = rt.block_on(load::run(&spec))?;
-            eprintln!(
-                "round {}/{} {}: {:.0}/s, p99 {}, {} errors",
-                round + 1,
-                a.rounds,
-                side.name,
-                s.throughput(),
-                s.latency_figures()
-                    .map_or("-".into(), |l| table::micros(l.p99)),
-                s.errors
-            );
-            side.runs.push(s);
+    if a.suite {
+        let mut results = Vec::new();
+        for line in SUITE {
+            let w = parse_workload(&format!(
+                "{line} {SUITE_SHAPE} --duration {}ms",
+                a.suite_duration.as_millis()
+            ))?;
+            let mut spec = w.spec()?;
+            eprintln!("== {line}");
+            let mut sides = new_sides();
+            rounds(&rt, &a, &mut spec, &mut sides)?;
+            results.push((line.to_string(), spec, sides));
         }
+        let mut rss = None;
+        if a.memory {
+            // Resident memory after the key count perf.md names, loaded by
+            // the same put workload with sequential keys on both sides.
+            let w = parse_workload(&format!(
+                "put --clients 100 --conns 10 --sequential-keys --key-size 16 --val-size 256 \
+                 --key-space-size {n} --total {n}",
+                n = a.memory_keys
+            ))?;
+            let mut spec = w.spec()?;
+            eprintln!("== loading {} keys on each side", a.memory_keys);
+            let mut sides = new_sides();
+            for (side, server) in sides.iter_mut().zip(&servers) {
+                spec.endpoints = side.endpoints.clone();
+                let s = rt.block_on(load::run(&spec))?;
+                anyhow::ensure!(s.errors == 0, "{} errors loading {}", s.errors, side.name);
+                side.rss_kib = Some(server.rss_kib()?);
+            }
+            rss = Some((sides[0].rss_kib, sides[1].rss_kib));
+        }
+        for s in servers {
+            s.stop()?;
+        }
+        if a.json {
+            let v: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(line, spec, sides)| {
+                    serde_json::json!({"workload": line, "result": table::to_json(spec, sides)})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "suite": v,
+                    "memory_keys": a.memory.then_some(a.memory_keys),
+                    "rss_kib": rss.map(|(x, y)| [x, y]),
+                })
+            );
+        } else {
+            print!(
+                "{}",
+                table::suite_markdown(&results, &names, rss.map(|r| (a.memory_keys, r)))
+            );
+        }
+        return Ok(());
     }
+
+    let mut spec = a.workload.as_ref().expect("checked above").spec()?;
+    let mut sides = new_sides();
+    rounds(&rt, &a, &mut spec, &mut sides)?;
     if a.memory {
         for (side, server) in sides.iter_mut().zip(&servers) {
             side.rss_kib = Some(server.rss_kib()?);
@@ -203,6 +294,43 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
         println!("{}", table::to_json(&spec, &sides));
     } else {
         print!("{}", table::markdown(&spec, &sides));
+    }
+    Ok(())
+}
+
+/// The alternating rounds of one workload on both sides.
+fn rounds(
+    rt: &tokio::runtime::Runtime,
+    a: &CompareArgs,
+    spec: &mut LoadSpec,
+    sides: &mut [Side; 2],
+) -> anyhow::Result<()> {
+    for round in 0..a.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let side = &mut sides[i];
+            spec.endpoints = side.endpoints.clone();
+            if !a.warmup.is_zero() {
+                let warm = LoadSpec {
+                    stop: Stop::Duration(a.warmup),
+                    progress: false,
+                    ..spec.clone()
+                };
+                rt.block_on(load::run(&warm))?;
+            }
+            let s = rt.block_on(load::run(spec))?;
+            eprintln!(
+                "round {}/{} {}: {:.0}/s, p99 {}, {} errors",
+                round + 1,
+                a.rounds,
+                side.name,
+                s.throughput(),
+                s.latency_figures()
+                    .map_or("-".into(), |l| table::micros(l.p99)),
+                s.errors
+            );
+            side.runs.push(s);
+        }
     }
     Ok(())
 }

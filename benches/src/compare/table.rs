@@ -148,6 +148,64 @@ pub fn markdown(spec: &LoadSpec, sides: &[Side; 2]) -> String {
     s
 }
 
+/// Both sides' resident memory in KiB, when read.
+pub type SideRss = (Option<u64>, Option<u64>);
+
+/// The suite's report: one row per workload — both sides' median
+/// throughput and p99 with their ratios — then resident memory after
+/// loading keys, when measured.
+pub fn suite_markdown(
+    results: &[(String, LoadSpec, [Side; 2])],
+    names: &[String; 2],
+    rss: Option<(u64, SideRss)>,
+) -> String {
+    let [a, b] = names;
+    let mut s = String::new();
+    let rounds = results.first().map_or(0, |r| r.2[0].runs.len());
+    let _ = writeln!(
+        s,
+        "Medians of {rounds} alternating rounds; throughput ratio {a}/{b} (higher is better for {a}), p99 ratio {a}/{b} (lower is better for {a}).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | {a} | {b} | {a}/{b} | {a} p99 | {b} p99 | p99 {a}/{b} | errors |"
+    );
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let tput: Figure = |r| Some(r.throughput());
+    let p99: Figure = |r| r.latency_figures().map(|l| l.p99);
+    for (line, spec, sides) in results {
+        let (ta, tb) = (side_median(&sides[0], tput), side_median(&sides[1], tput));
+        let (pa, pb) = (side_median(&sides[0], p99), side_median(&sides[1], p99));
+        let errors: u64 = sides.iter().flat_map(|x| &x.runs).map(|r| r.errors).sum();
+        let show_t =
+            |m: Option<f64>| m.map_or("-".into(), |v| format!("{} {}", thousands(v), unit(spec)));
+        let show_p = |m: Option<f64>| m.map_or("-".into(), micros);
+        let r = |x: Option<f64>| x.map_or("-".into(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            s,
+            "| `{line}` | {} | {} | {} | {} | {} | {} | {errors} |",
+            show_t(ta),
+            show_t(tb),
+            r(ratio(ta, tb)),
+            show_p(pa),
+            show_p(pb),
+            r(ratio(pa, pb)),
+        );
+    }
+    if let Some((keys, (Some(ra), Some(rb)))) = rss {
+        let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+        let _ = writeln!(
+            s,
+            "| resident memory after {} keys | {} | {} | {} | | | | |",
+            thousands(keys as f64),
+            mib(ra),
+            mib(rb),
+            ratio(Some(ra as f64), Some(rb as f64)).map_or("-".into(), |r| format!("{r:.2}"))
+        );
+    }
+    s
+}
+
 fn figures_json(f: impl Fn(Figure) -> Option<f64>) -> serde_json::Value {
     FIGURES
         .iter()
