@@ -48,18 +48,21 @@ pub struct RestartArgs {
     json: bool,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-struct Server {
-    log: Option<PathBuf>,
-    bin: PathBuf,
-    data: PathBuf,
-    client: u16,
-    peer: u16,
+/// One member started from a binary (cairn or etcd) on 127.0.0.1.
+pub(crate) struct Server {
+    pub log: Option<PathBuf>,
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    pub client: u16,
+    pub peer: u16,
+    /// Added to its environment (`ETCD_*` flags, `CAIRN_*` storage knobs).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -83,6 +86,7 @@ impl Server {
             ])
             .args(["--initial-cluster", &format!("bench={peer}")])
             .args(["--quota-backend-bytes", &(8u64 << 30).to_string()])
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(match &self.log {
                 Some(p) => Stdio::from(
@@ -98,7 +102,7 @@ impl Server {
     }
 
     /// Starts it and waits until a linearizable Range succeeds.
-    async fn start_ready(&self) -> anyhow::Result<(Child, Duration, KvClient<Channel>)> {
+    pub async fn start_ready(&self) -> anyhow::Result<(Child, Duration, KvClient<Channel>)> {
         let t = Instant::now();
         let child = self.spawn()?;
         let url = format!("http://127.0.0.1:{}", self.client);
@@ -122,7 +126,8 @@ impl Server {
     }
 }
 
-fn stop(mut c: Child) -> anyhow::Result<()> {
+/// SIGTERM, then waits (SIGKILL after 60 s).
+pub(crate) fn stop(mut c: Child) -> anyhow::Result<()> {
     Command::new("kill")
         .arg("-TERM")
         .arg(c.id().to_string())
@@ -195,6 +200,7 @@ async fn measure(
         data: base.join(format!("{name}.data")),
         client: free_port()?,
         peer: free_port()?,
+        env: Vec::new(),
     };
     let (child, empty, kv) = s.start_ready().await?;
     eprintln!(
