@@ -20,12 +20,17 @@
 //!   3-member raft clusters on loopback, with fsyncs per second.
 //! * `cairn-bench restart`: time to "ready" of the `cairn` binary, empty and
 //!   after a restart with 1,000,000 keys, beside etcd's.
+//! * `cairn-bench tune`: the storage knobs (WAL batch limits and backend,
+//!   backend batch interval and limit, page size) swept one at a time or as
+//!   a grid, on the MVCC store alone, on raft + WAL + MVCC in process, and
+//!   end to end on the `cairn` binary; medians and ratios to the defaults.
 
 mod btree;
 mod mvcc;
 mod mvcc_compact;
 mod raft;
 mod restart;
+mod tune;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +64,9 @@ enum Command {
     /// Time to "ready" of the server binary on an empty data dir and after a
     /// restart with many keys, beside etcd's with --etcd.
     Restart(restart::RestartArgs),
+    /// Storage knobs swept one at a time (or as a grid) on the store alone,
+    /// raft + WAL + store in process, and the server end to end.
+    Tune(tune::TuneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +78,6 @@ fn main() -> anyhow::Result<()> {
         Command::MvccCompact(args) => mvcc_compact::run(args),
         Command::RaftPropose(args) => raft::run(args),
         Command::Restart(args) => restart::run(args),
+        Command::Tune(args) => tune::run(args),
     }
 }
