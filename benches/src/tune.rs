@@ -14,10 +14,12 @@
 //!   subprocess, which prints one JSON object.
 //!
 //! Knobs are swept one at a time around the defaults (every other knob at its
-//! default), or over every combination with `--grid`. Each round measures
-//! every point once, odd rounds in reverse order, so that a shared machine's
-//! drift does not favour the points that come first; figures are medians
-//! over the rounds, beside their ratio to the default point.
+//! default), or over every combination with `--grid`. A discarded run of
+//! the default point warms each workload up; then each round measures every
+//! point once, in an order rotated from round to round and reversed in odd
+//! rounds, so that a shared machine's drift does not favour the points that
+//! come first; figures are medians over the rounds, beside their ratio to
+//! the default point.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -589,12 +591,25 @@ impl Runner<'_> {
     }
 }
 
+/// The order of `n` points in round `round` of `rounds`: rotated by a
+/// different offset each round and reversed in odd rounds, so that every
+/// point takes several positions and none always follows the same one.
+fn round_order(n: usize, round: usize, rounds: usize) -> Vec<usize> {
+    let offset = round * n / rounds;
+    let order = (0..n).map(|i| (i + offset) % n);
+    if round.is_multiple_of(2) {
+        order.collect()
+    } else {
+        order.rev().collect()
+    }
+}
+
 /// The median (the mean of the middle two of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
         0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
+        n if !n.is_multiple_of(2) => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
@@ -714,14 +729,14 @@ pub fn run(a: TuneArgs) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("{}: {} points × {} rounds", w.name(), pts.len(), a.rounds);
+        // A first run in a fresh process pays for page faults and cold
+        // caches: one run of the default point, discarded.
+        runner
+            .measure(w, pts[0], 0)
+            .with_context(|| format!("{} warm-up", w.name()))?;
         let mut samples = vec![Vec::new(); pts.len()];
         for round in 0..a.rounds {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..pts.len()).collect()
-            } else {
-                (0..pts.len()).rev().collect()
-            };
-            for i in order {
+            for i in round_order(pts.len(), round, a.rounds) {
                 let s = runner
                     .measure(w, pts[i], round)
                     .with_context(|| format!("{} at {}", w.name(), pts[i].label(pts[0])))?;
@@ -821,6 +836,16 @@ mod tests {
         assert_eq!(pts[0], Point::defaults());
         let base = Point::defaults();
         assert_eq!(pts[3].label(base), "batch-limit=1000 page-size=8192");
+    }
+
+    #[test]
+    fn rounds_move_every_point_through_several_positions() {
+        let orders: Vec<Vec<usize>> = (0..3).map(|r| round_order(7, r, 3)).collect();
+        assert_eq!(orders[0], [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(orders[1], [1, 0, 6, 5, 4, 3, 2]);
+        assert_eq!(orders[2], [4, 5, 6, 0, 1, 2, 3]);
+        let first: Vec<usize> = orders.iter().map(|o| o[0]).collect();
+        assert_eq!(first, [0, 1, 4]);
     }
 
     #[test]
