@@ -18,8 +18,9 @@
 //! the default point warms each workload up; then each round measures every
 //! point once, in an order rotated from round to round and reversed in odd
 //! rounds, so that a shared machine's drift does not favour the points that
-//! come first; figures are medians over the rounds, beside their ratio to
-//! the default point.
+//! come first. Figures are medians over the rounds; a point's ratio to the
+//! default is the median of its per-round ratios (each against the default
+//! run in the same round).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -639,32 +640,50 @@ fn fmt_us(us: f64) -> String {
 }
 
 /// Medians of one workload's samples, the ratios to the default point, and
-/// its table.
+/// its table. `samples[i][r]` is point `i` in round `r`; point 0 is the
+/// default. A ratio is taken within each round (the point against the
+/// default measured in the same pass), then the median over rounds: a
+/// busy spell of the machine then weighs on both sides of a ratio.
 fn summarize(w: Workload, setup: &str, pts: &[Point], samples: &[Vec<Value>]) -> Value {
-    let med =
-        |i: usize, key: &str| median(samples[i].iter().filter_map(|s| s[key].as_f64()).collect());
+    let figures = |i: usize, key: &str| -> Vec<f64> {
+        samples[i]
+            .iter()
+            .map(|s| s[key].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let paired = |i: usize, key: &str| -> f64 {
+        let (mine, base) = (figures(i, key), figures(0, key));
+        median(mine.iter().zip(&base).map(|(m, b)| m / b).collect())
+    };
     let base = Point::defaults();
-    let (base_thr, base_p99) = (med(0, "throughput"), med(0, "p99_us"));
     let knobs: Vec<Knob> = KNOBS.into_iter().filter(|&k| w.applies(k)).collect();
     println!(
-        "\n{} — {setup}; medians of {} round(s); * marks a knob off its default",
+        "\n{} — {setup}; medians of {} round(s); ratios to the default are medians of per-round ratios; * marks a knob off its default",
         w.name(),
         samples[0].len()
     );
     let header: Vec<&str> = knobs.iter().map(|k| k.name()).collect();
+    let unit = if w == Workload::RaftMvcc {
+        "proposals"
+    } else {
+        "puts"
+    };
     println!(
-        "| {} | {}/s | p50 | p99 | vs default | p99 vs default |",
-        header.join(" | "),
-        if w == Workload::RaftMvcc {
-            "proposals"
-        } else {
-            "puts"
-        }
+        "| {} | {unit}/s | min–max | p50 | p99 | vs default | p99 vs default |",
+        header.join(" | ")
     );
-    println!("|{}", "---|".repeat(knobs.len() + 5));
+    println!("|{}", "---|".repeat(knobs.len() + 6));
     let mut rows = Vec::new();
     for (i, p) in pts.iter().enumerate() {
-        let (thr, p50, p99) = (med(i, "throughput"), med(i, "p50_us"), med(i, "p99_us"));
+        let thr_all = figures(i, "throughput");
+        let lo = thr_all.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = thr_all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (thr, p50, p99) = (
+            median(thr_all.clone()),
+            median(figures(i, "p50_us")),
+            median(figures(i, "p99_us")),
+        );
+        let (thr_ratio, p99_ratio) = (paired(i, "throughput"), paired(i, "p99_us"));
         let cells: Vec<String> = knobs
             .iter()
             .map(|&k| {
@@ -673,20 +692,21 @@ fn summarize(w: Workload, setup: &str, pts: &[Point], samples: &[Vec<Value>]) ->
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {:.2}× | {:.2}× |",
+            "| {} | {} | {}–{} | {} | {} | {thr_ratio:.2}× | {p99_ratio:.2}× |",
             cells.join(" | "),
             thousands(thr),
+            thousands(lo),
+            thousands(hi),
             fmt_us(p50),
             fmt_us(p99),
-            thr / base_thr,
-            p99 / base_p99
         );
         rows.push(json!({
             "point": p.label(base),
             "knobs": p.json(w),
             "median": {"throughput": thr, "p50_us": p50, "p99_us": p99},
-            "throughput_vs_default": thr / base_thr,
-            "p99_vs_default": p99 / base_p99,
+            "throughput_range": [lo, hi],
+            "throughput_vs_default": thr_ratio,
+            "p99_vs_default": p99_ratio,
             "samples": samples[i],
         }));
     }
@@ -846,6 +866,27 @@ mod tests {
         assert_eq!(orders[2], [4, 5, 6, 0, 1, 2, 3]);
         let first: Vec<usize> = orders.iter().map(|o| o[0]).collect();
         assert_eq!(first, [0, 1, 4]);
+    }
+
+    #[test]
+    fn ratios_to_the_default_pair_the_runs_of_one_round() {
+        let s = |thr: f64, p99: f64| json!({"throughput": thr, "p50_us": 1.0, "p99_us": p99});
+        let pts = [
+            Point::defaults(),
+            Point::defaults().with(Knob::PageSize, 8192),
+        ];
+        // A busy second round halves both sides; the point is 10 % faster
+        // within each round.
+        let samples = vec![
+            vec![s(100.0, 10.0), s(50.0, 20.0), s(100.0, 10.0)],
+            vec![s(110.0, 10.0), s(55.0, 10.0), s(110.0, 10.0)],
+        ];
+        let r = summarize(Workload::Mvcc, "test", &pts, &samples);
+        let p = &r["points"][1];
+        assert_eq!(p["point"], "page-size=8192");
+        assert!((p["throughput_vs_default"].as_f64().unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(p["p99_vs_default"], 1.0);
+        assert_eq!(p["throughput_range"], json!([55.0, 110.0]));
     }
 
     #[test]
