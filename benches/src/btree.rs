@@ -12,6 +12,8 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use crate::rng::Rng;
+
 #[derive(Args)]
 pub struct DefragArgs {
     /// Size of the database file to build, in MiB.
@@ -34,19 +36,6 @@ pub struct DefragArgs {
     dir: Option<PathBuf>,
     #[arg(long)]
     json: bool,
-}
-
-/// SplitMix64: deterministic pseudo-random numbers without a dependency.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 fn key(i: u64) -> [u8; 16] {

@@ -20,16 +20,29 @@
 //!   3-member raft clusters on loopback, with fsyncs per second.
 //! * `cairn-bench restart`: time to "ready" of the `cairn` binary, empty and
 //!   after a restart with 1,000,000 keys, beside etcd's.
+//! * `cairn-bench put | range | txn-put | txn-mixed | watch | watch-latency |
+//!   lease-keepalive`: load over the etcd v3 gRPC API (etcd's
+//!   `tools/benchmark` workloads and flags), against cairn or etcd alike;
+//!   etcd's report (latency histogram and distribution, errors by message)
+//!   or, with `--json`, one JSON object.
+//! * `cairn-bench compare`: one of those workloads against two servers A and
+//!   B (or two it starts itself: cairn and etcd), in alternating rounds;
+//!   per-side medians and A/B ratios as a Markdown table or JSON, optionally
+//!   the servers' resident memory and an SVG of the latency distributions.
 //! * `cairn-bench tune`: the storage knobs (WAL batch limits and backend,
 //!   backend batch interval and limit, page size) swept one at a time or as
 //!   a grid, on the MVCC store alone, on raft + WAL + MVCC in process, and
 //!   end to end on the `cairn` binary; medians and ratios to the defaults.
 
 mod btree;
+mod compare;
+mod load;
 mod mvcc;
 mod mvcc_compact;
 mod raft;
 mod restart;
+mod rng;
+mod servers;
 mod tune;
 mod wal;
 
@@ -64,6 +77,11 @@ enum Command {
     /// Time to "ready" of the server binary on an empty data dir and after a
     /// restart with many keys, beside etcd's with --etcd.
     Restart(restart::RestartArgs),
+    #[command(flatten)]
+    Load(load::LoadCommand),
+    /// One load workload against two servers (or two it starts: cairn and
+    /// etcd), alternating rounds; medians and A/B ratios.
+    Compare(Box<compare::CompareArgs>),
     /// Storage knobs swept one at a time (or as a grid) on the store alone,
     /// raft + WAL + store in process, and the server end to end.
     Tune(tune::TuneArgs),
@@ -78,6 +96,8 @@ fn main() -> anyhow::Result<()> {
         Command::MvccCompact(args) => mvcc_compact::run(args),
         Command::RaftPropose(args) => raft::run(args),
         Command::Restart(args) => restart::run(args),
+        Command::Load(cmd) => load::cli::main(cmd),
+        Command::Compare(args) => compare::run(*args),
         Command::Tune(args) => tune::run(args),
     }
 }

@@ -19,7 +19,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::btree::Rng;
+use crate::rng::Rng;
 
 #[derive(Args, Clone)]
 pub struct MvccPutArgs {

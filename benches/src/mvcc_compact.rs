@@ -15,7 +15,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::btree::Rng;
+use crate::rng::Rng;
 
 #[derive(Args)]
 pub struct CompactArgs {

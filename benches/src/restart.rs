@@ -6,16 +6,16 @@
 //! linearizable Range over the client port (what a client can observe).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use cairn_proto::etcdserverpb::{
     PutRequest, RangeRequest, RequestOp, TxnRequest, kv_client::KvClient, request_op,
 };
 use clap::Args;
 use serde_json::json;
 use tonic::transport::Channel;
+
+use crate::servers::Server;
 
 #[derive(Args)]
 pub struct RestartArgs {
@@ -46,100 +46,6 @@ pub struct RestartArgs {
     log_dir: Option<PathBuf>,
     #[arg(long)]
     json: bool,
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// One member started from a binary (cairn or etcd) on 127.0.0.1.
-pub(crate) struct Server {
-    pub log: Option<PathBuf>,
-    pub bin: PathBuf,
-    pub data: PathBuf,
-    pub client: u16,
-    pub peer: u16,
-    /// Added to its environment (`ETCD_*` flags, `CAIRN_*` storage knobs).
-    pub env: Vec<(String, String)>,
-}
-
-impl Server {
-    fn spawn(&self) -> anyhow::Result<Child> {
-        let client = format!("http://127.0.0.1:{}", self.client);
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        Command::new(&self.bin)
-            .args(["--name", "bench", "--data-dir"])
-            .arg(&self.data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("bench={peer}")])
-            .args(["--quota-backend-bytes", &(8u64 << 30).to_string()])
-            .envs(self.env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(match &self.log {
-                Some(p) => Stdio::from(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)?,
-                ),
-                None => Stdio::null(),
-            })
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))
-    }
-
-    /// Starts it and waits until a linearizable Range succeeds.
-    pub async fn start_ready(&self) -> anyhow::Result<(Child, Duration, KvClient<Channel>)> {
-        let t = Instant::now();
-        let child = self.spawn()?;
-        let url = format!("http://127.0.0.1:{}", self.client);
-        loop {
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(600),
-                "not ready in 10 minutes"
-            );
-            if let Ok(ch) = Channel::from_shared(url.clone())?.connect().await {
-                let mut kv = KvClient::new(ch);
-                let req = RangeRequest {
-                    key: b"ready?".to_vec(),
-                    ..Default::default()
-                };
-                if kv.range(req).await.is_ok() {
-                    return Ok((child, t.elapsed(), kv));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-/// SIGTERM, then waits (SIGKILL after 60 s).
-pub(crate) fn stop(mut c: Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(c.id().to_string())
-        .status()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            c.kill()?;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Loads `n` keys in transactions of 128 puts, 16 at a time.
@@ -194,14 +100,7 @@ async fn measure(
     a: &RestartArgs,
     base: &Path,
 ) -> anyhow::Result<serde_json::Value> {
-    let s = Server {
-        log: a.log_dir.as_ref().map(|d| d.join(format!("{name}.log"))),
-        bin: bin.to_path_buf(),
-        data: base.join(format!("{name}.data")),
-        client: free_port()?,
-        peer: free_port()?,
-        env: Vec::new(),
-    };
+    let s = Server::new(name, bin, base, a.log_dir.as_deref())?;
     let (child, empty, kv) = s.start_ready().await?;
     eprintln!(
         "{name}: ready on an empty data dir in {:.0} ms; loading {} keys",
@@ -211,7 +110,7 @@ async fn measure(
     let loaded = load(&kv, a.keys, a.key_size, a.value_size).await?;
     eprintln!("{name}: loaded in {:.1} s", loaded.as_secs_f64());
     drop(kv);
-    stop(child)?;
+    child.stop()?;
     let mut restarts = Vec::new();
     for _ in 0..a.restarts {
         let (child, ready, mut kv) = s.start_ready().await?;
@@ -234,7 +133,7 @@ async fn measure(
         );
         restarts.push(ready.as_secs_f64() * 1e3);
         drop(kv);
-        stop(child)?;
+        child.stop()?;
     }
     Ok(json!({
         "server": name,

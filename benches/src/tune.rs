@@ -34,9 +34,10 @@ use cairn_wal::{BackendChoice, WalOptions};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::btree::Rng;
 use crate::mvcc::MvccPutArgs;
-use crate::{raft, restart};
+use crate::raft;
+use crate::rng::Rng;
+use crate::servers::Server;
 
 const KEY_SIZE: usize = 16;
 const VALUE_SIZE: usize = 256;
@@ -507,15 +508,10 @@ impl Runner<'_> {
     fn put(&self, p: Point) -> anyhow::Result<Value> {
         let tmp = self.scratch()?;
         let log = tmp.path().join("cairn.log");
-        let server = restart::Server {
-            log: Some(log.clone()),
-            bin: self.cairn.clone(),
-            data: tmp.path().join("data"),
-            client: restart::free_port()?,
-            peer: restart::free_port()?,
-            env: p.env(),
-        };
-        let (child, _, kv) = self.rt.block_on(server.start_ready())?;
+        let mut server = Server::new("cairn", &self.cairn, tmp.path(), None)?;
+        server.log = Some(log.clone());
+        server.env = p.env();
+        let (running, _, kv) = self.rt.block_on(server.start_ready())?;
         drop(kv);
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let out = if text.contains("\"storage tuning\"") {
@@ -537,7 +533,7 @@ impl Runner<'_> {
                 self.cairn.display()
             ))
         };
-        restart::stop(child)?;
+        running.stop()?;
         if let Some(d) = &self.a.log_dir {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()

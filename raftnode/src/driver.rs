@@ -380,6 +380,8 @@ pub(crate) struct Driver<O> {
     leader: u64,
     hs_dirty: bool,
     bootstrap: Vec<Record>,
+    /// Removed while leading: when to stop handing leadership over.
+    leaving: Option<Instant>,
 }
 
 impl<O: Send + 'static> Driver<O> {
@@ -439,6 +441,7 @@ impl<O: Send + 'static> Driver<O> {
             leader: 0,
             hs_dirty: false,
             bootstrap: rec.bootstrap,
+            leaving: None,
         })
     }
 
@@ -521,12 +524,46 @@ impl<O: Send + 'static> Driver<O> {
             self.start_read();
             self.on_ready()?;
             self.publish_status();
-            if self.shared.removed.load(Relaxed) {
+            if self.shared.removed.load(Relaxed) && !self.handing_over(now) {
                 tracing::warn!("this member was removed from the cluster; stopping");
                 crate::node::mark_removed(&self.snap_dir)?;
                 return Ok(());
             }
         }
+    }
+
+    /// A leader that applied its own removal goes on leading (raft-rs, like
+    /// etcd's raft, leaves it so), and if it just stopped, the others would
+    /// wait out an election timeout before electing a new leader. Instead it
+    /// first hands leadership to the most caught-up voter, and stops once
+    /// that is done or an election timeout has passed. True while the
+    /// handover is under way.
+    fn handing_over(&mut self, now: Instant) -> bool {
+        if self.raw.raft.state != StateRole::Leader {
+            return false;
+        }
+        if let Some(deadline) = self.leaving {
+            return now < deadline;
+        }
+        let me = self.raw.raft.id;
+        let prs = self.raw.raft.prs();
+        let best = prs
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|&id| id != me)
+            .max_by_key(|&id| (prs.get(id).map_or(0, |p| p.matched), std::cmp::Reverse(id)));
+        let Some(to) = best else {
+            return false;
+        };
+        tracing::info!(
+            to = %crate::ids::format_id(to),
+            "this leader was removed; handing leadership over before stopping"
+        );
+        self.raw.transfer_leader(to);
+        self.leaving = Some(now + self.heartbeat * self.election_ticks as u32);
+        true
     }
 
     /// Handles one input; false to stop.
@@ -568,10 +605,12 @@ impl<O: Send + 'static> Driver<O> {
             Input::Messages(msgs) => {
                 for m in msgs {
                     // Snapshots arrive only on a snapshot stream, with their
-                    // data; one inside a message batch has none.
-                    if self.membership.is_removed(m.from)
-                        || m.get_msg_type() == MessageType::MsgSnapshot
-                    {
+                    // data; one inside a message batch has none. A removed
+                    // member is not heard, except a removed leader handing
+                    // leadership over (see `handing_over`).
+                    let removed = self.membership.is_removed(m.from)
+                        && m.get_msg_type() != MessageType::MsgTimeoutNow;
+                    if removed || m.get_msg_type() == MessageType::MsgSnapshot {
                         continue;
                     }
                     if let Err(e) = self.raw.step(m) {

@@ -16,9 +16,16 @@ fn status(m: &Cairn) -> (u64, u64, bool) {
     let s = &v[0]["Status"];
     (
         s["header"]["member_id"].as_u64().unwrap(),
-        s["leader"].as_u64().unwrap(),
+        // etcdctl leaves out a zero: no leader known (during an election or
+        // a leadership transfer).
+        s["leader"].as_u64().unwrap_or(0),
         s["isLearner"].as_bool().unwrap_or(false),
     )
+}
+
+/// The leader `m` knows, once it knows one.
+fn leader_of(m: &Cairn) -> u64 {
+    eventually(T, "a leader", || Some(status(m).1).filter(|&l| l != 0))
 }
 
 fn member_ids(m: &Cairn) -> Vec<(u64, String, bool)> {
@@ -61,11 +68,13 @@ fn a_write_on_any_member_is_read_on_every_member() {
         });
     }
     // One leader, known to all; every member lists all three by name.
-    let leaders: Vec<u64> = ms.iter().map(|m| status(m).1).collect();
-    assert!(
-        leaders.iter().all(|&l| l != 0 && l == leaders[0]),
-        "{leaders:?}"
-    );
+    eventually(T, "one leader known to all", || {
+        let leaders: Vec<u64> = ms.iter().map(|m| status(m).1).collect();
+        leaders
+            .iter()
+            .all(|&l| l != 0 && l == leaders[0])
+            .then_some(())
+    });
     let names: Vec<String> = member_ids(&ms[0]).into_iter().map(|m| m.1).collect();
     let mut want = vec!["m0".to_string(), "m1".into(), "m2".into()];
     want.sort();
@@ -94,7 +103,7 @@ fn killing_the_leader_loses_no_acknowledged_write() {
             .unwrap()
             .ok(&["put", &format!("w{i:02}"), "x"]);
     }
-    let leader_id = status(ms[0].as_ref().unwrap()).1;
+    let leader_id = leader_of(ms[0].as_ref().unwrap());
     let li = ms
         .iter()
         .position(|m| status(m.as_ref().unwrap()).0 == leader_id)
@@ -148,7 +157,10 @@ fn members_are_added_as_learners_promoted_updated_and_removed() {
     let listed = member_ids(&ms[0]);
     assert_eq!(listed.len(), 4);
     let learner = listed.iter().find(|m| m.2).expect("a learner").0;
-    assert_eq!(status(&m3), (learner, status(&ms[0]).1, true));
+    eventually(T, "the learner to know the leader", || {
+        let leader = status(&ms[0]).1;
+        (leader != 0 && status(&m3) == (learner, leader, true)).then_some(())
+    });
     // A learner serves only serializable reads.
     let out = m3.etcdctl(&["get", "before"]);
     assert!(!out.status.success());
@@ -157,7 +169,10 @@ fn members_are_added_as_learners_promoted_updated_and_removed() {
     let id = format!("{learner:x}");
     let out = ms[0].ok(&["member", "promote", &id]);
     assert!(out.contains("promoted"), "{out}");
-    assert!(member_ids(&ms[1]).iter().all(|m| !m.2));
+    // Each member lists from its own applied state (as etcd 3.4 does).
+    eventually(T, "the promotion on a follower", || {
+        member_ids(&ms[1]).iter().all(|m| !m.2).then_some(())
+    });
     m3.ok(&["put", "from", "m3"]);
     assert_eq!(ms[1].ok(&["get", "from", "--print-value-only"]), "m3\n");
     // Update a member's peer URLs (to the same address under another
@@ -174,27 +189,40 @@ fn members_are_added_as_learners_promoted_updated_and_removed() {
         &format!("{target:x}"),
         &format!("--peer-urls={new_url}"),
     ]);
-    let out = ms[1].ok(&["member", "list"]);
-    assert!(out.contains(&new_url), "{out}");
-    // Remove m1: it stops, the rest go on.
-    let gone = member_ids(&ms[0])
-        .into_iter()
-        .find(|m| m.1 == "m1")
-        .unwrap()
-        .0;
-    ms[0].ok(&["member", "remove", &format!("{gone:x}")]);
-    assert_eq!(member_ids(&ms[0]).len(), 3);
+    eventually(T, "the new peer URL on a follower", || {
+        ms[1]
+            .ok(&["member", "list"])
+            .contains(&new_url)
+            .then_some(())
+    });
+    // Remove the leader: it hands leadership over and stops; the rest go on.
+    let gone = leader_of(&ms[0]);
+    let mut all: Vec<&Cairn> = ms.iter().chain([&m3]).collect();
+    let gi = all.iter().position(|m| status(m).0 == gone).unwrap();
+    let removed = all.remove(gi);
+    all[0].ok(&["member", "remove", &format!("{gone:x}")]);
+    assert_eq!(member_ids(all[0]).len(), 3);
     // The removed member notices and stops; it would not start again.
-    ms[1].wait_log("this member was removed from the cluster; shutting down", T);
-    ms[0].ok(&["put", "after", "remove"]);
-    assert_eq!(m3.ok(&["get", "after", "--print-value-only"]), "remove\n");
+    removed.wait_log("this member was removed from the cluster; shutting down", T);
+    let log = removed.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("this leader was removed; handing leadership over")),
+        "{log:#?}"
+    );
+    let new_leader = leader_of(all[0]);
+    assert_ne!(new_leader, gone);
+    all[1].ok(&["put", "after", "remove"]);
+    for m in &all {
+        assert_eq!(m.ok(&["get", "after", "--print-value-only"]), "remove\n");
+    }
 }
 
 #[test]
 fn move_leader_hands_leadership_to_the_chosen_member() {
     let tmp = tempfile::tempdir().unwrap();
     let ms = cluster(tmp.path(), 3);
-    let leader = status(&ms[0]).1;
+    let leader = leader_of(&ms[0]);
     let li = ms.iter().position(|m| status(m).0 == leader).unwrap();
     let target = ms.iter().map(status).find(|s| s.0 != leader).unwrap().0;
     // Only the leader can move leadership.
@@ -213,7 +241,7 @@ fn move_leader_hands_leadership_to_the_chosen_member() {
 fn a_lease_kept_alive_through_a_follower_stays_and_its_keys_go_when_it_lapses() {
     let tmp = tempfile::tempdir().unwrap();
     let ms = cluster(tmp.path(), 3);
-    let leader = status(&ms[0]).1;
+    let leader = leader_of(&ms[0]);
     let f = ms.iter().find(|m| status(m).0 != leader).unwrap();
     let out = f.ok(&["lease", "grant", "3"]);
     let id = out.split_whitespace().nth(1).unwrap().to_string();
