@@ -29,6 +29,10 @@
 //!   B (or two it starts itself: cairn and etcd), in alternating rounds;
 //!   per-side medians and A/B ratios as a Markdown table or JSON, optionally
 //!   the servers' resident memory and an SVG of the latency distributions.
+//! * `cairn-bench tune`: the storage knobs (WAL batch limits and backend,
+//!   backend batch interval and limit, page size) swept one at a time or as
+//!   a grid, on the MVCC store alone, on raft + WAL + MVCC in process, and
+//!   end to end on the `cairn` binary; medians and ratios to the defaults.
 
 mod btree;
 mod compare;
@@ -39,6 +43,7 @@ mod raft;
 mod restart;
 mod rng;
 mod servers;
+mod tune;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +82,9 @@ enum Command {
     /// One load workload against two servers (or two it starts: cairn and
     /// etcd), alternating rounds; medians and A/B ratios.
     Compare(Box<compare::CompareArgs>),
+    /// Storage knobs swept one at a time (or as a grid) on the store alone,
+    /// raft + WAL + store in process, and the server end to end.
+    Tune(tune::TuneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,5 +98,6 @@ fn main() -> anyhow::Result<()> {
         Command::Restart(args) => restart::run(args),
         Command::Load(cmd) => load::cli::main(cmd),
         Command::Compare(args) => compare::run(*args),
+        Command::Tune(args) => tune::run(args),
     }
 }

@@ -25,51 +25,66 @@ use crate::rng::Rng;
 pub struct MvccPutArgs {
     /// Puts (one per log entry, one applier thread).
     #[arg(long, default_value_t = 1_000_000)]
-    puts: u64,
+    pub(crate) puts: u64,
     /// Bytes per key; keys are random over the whole key space.
     #[arg(long, default_value_t = 16)]
-    key_size: usize,
+    pub(crate) key_size: usize,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
-    value_size: usize,
+    pub(crate) value_size: usize,
     /// Longest time a change waits before its batch is committed (ms).
     #[arg(long, default_value_t = 100)]
-    batch_interval_ms: u64,
+    pub(crate) batch_interval_ms: u64,
     /// Operations after which a batch is committed at once.
     #[arg(long, default_value_t = 10_000)]
-    batch_limit: usize,
+    pub(crate) batch_limit: usize,
+    /// Page size of the database file (a power of two, 1024 to 65536).
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) page_size: u32,
     /// Single-key ranges per read measurement (at head, at the old revision).
     #[arg(long, default_value_t = 200_000)]
-    range_ops: u64,
+    pub(crate) range_ops: u64,
     /// Longest time per read measurement (it stops at --range-ops or this).
     #[arg(long, default_value_t = 5.0)]
-    range_seconds: f64,
+    pub(crate) range_seconds: f64,
     /// The old revision read is the one after this share of the puts; keys
     /// read at it are drawn from those put by then.
     #[arg(long, default_value_t = 0.1)]
-    old_fraction: f64,
+    pub(crate) old_fraction: f64,
     /// Times the store is closed and reopened (median reported).
     #[arg(long, default_value_t = 3)]
-    reopen_rounds: usize,
+    pub(crate) reopen_rounds: usize,
     /// Rounds; each builds a fresh store (and runs etcd's, with
     /// --etcd-bench). Figures are medians over rounds.
     #[arg(long, default_value_t = 1)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// The etcd side: a binary built from benches/etcd-mvcc (see its README).
     #[arg(long)]
-    etcd_bench: Option<PathBuf>,
+    pub(crate) etcd_bench: Option<PathBuf>,
     /// Have the etcd program hand every put's timing through the two
     /// buffered channels and goroutines of etcd's benchmark tool (its
     /// `-tool-report`), as `tools/benchmark mvcc put` measures; without it,
     /// the etcd store is timed as bare as cairn's.
     #[arg(long)]
-    etcd_tool_report: bool,
+    pub(crate) etcd_tool_report: bool,
     /// Directory for the database files (default: the system temp dir).
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+impl MvccPutArgs {
+    /// The command's defaults, as `cairn-bench mvcc-put` with no flags.
+    pub(crate) fn defaults() -> MvccPutArgs {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: MvccPutArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["mvcc-put"]).args
+    }
 }
 
 fn hist() -> Histogram<u64> {
@@ -147,7 +162,7 @@ fn ranges(
 }
 
 /// One round on cairn's store, in the schema the etcd program prints.
-fn run_cairn(args: &MvccPutArgs, seed: u64) -> anyhow::Result<Value> {
+pub(crate) fn run_cairn(args: &MvccPutArgs, seed: u64) -> anyhow::Result<Value> {
     let tmp = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -157,6 +172,10 @@ fn run_cairn(args: &MvccPutArgs, seed: u64) -> anyhow::Result<Value> {
     let opts = StoreOptions {
         batch_interval: Duration::from_millis(args.batch_interval_ms),
         batch_limit: args.batch_limit,
+        db: cairn_engine::btree::Options {
+            page_size: args.page_size,
+            ..Default::default()
+        },
         ..StoreOptions::default()
     };
     let n = args.puts;
@@ -218,6 +237,7 @@ fn run_cairn(args: &MvccPutArgs, seed: u64) -> anyhow::Result<Value> {
         "value_size": args.value_size,
         "batch_interval_ms": args.batch_interval_ms,
         "batch_limit": args.batch_limit,
+        "page_size": args.page_size,
         "put_seconds": put_secs,
         "puts_per_s": n as f64 / put_secs,
         "flush_seconds": flush_secs,

@@ -72,12 +72,32 @@ impl SnapshotSource for NoSnapshots {
     }
 }
 
-struct Cluster {
-    nodes: Vec<Arc<Node<u64>>>,
+pub(crate) struct Cluster {
+    pub nodes: Vec<Arc<Node<u64>>>,
     _tmp: tempfile::TempDir,
 }
 
+impl Cluster {
+    pub fn stop(&self) {
+        for n in &self.nodes {
+            n.stop();
+        }
+    }
+}
+
 fn start(n: usize, dir: Option<&Path>, rt: &tokio::runtime::Runtime) -> anyhow::Result<Cluster> {
+    start_with(n, dir, rt, &WalOptions::default(), |_| Ok(Counter(0)))
+}
+
+/// `n` members, each with a WAL opened with `wal` and the state machine
+/// `machine` makes in its data directory.
+pub(crate) fn start_with<S: StateMachine<Output = u64>>(
+    n: usize,
+    dir: Option<&Path>,
+    rt: &tokio::runtime::Runtime,
+    wal: &WalOptions,
+    mut machine: impl FnMut(&Path) -> anyhow::Result<S>,
+) -> anyhow::Result<Cluster> {
     let tmp = match dir {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
@@ -105,11 +125,11 @@ fn start(n: usize, dir: Option<&Path>, rt: &tokio::runtime::Runtime) -> anyhow::
         let mut cfg = NodeConfig::new(members[i].id, cluster_id, d.join("snap"));
         cfg.initial_members = members.clone();
         cfg.peer_listeners = vec![l];
-        let wal = Wal::create(d.join("wal"), WalOptions::default(), b"bench")?;
+        let log = Wal::create(d.join("wal"), wal.clone(), b"bench")?;
         let node = Node::start(
             cfg,
-            wal,
-            Counter(0),
+            log,
+            machine(&d)?,
             Arc::new(NoSnapshots),
             rt.handle().clone(),
         )
@@ -119,7 +139,7 @@ fn start(n: usize, dir: Option<&Path>, rt: &tokio::runtime::Runtime) -> anyhow::
     Ok(Cluster { nodes, _tmp: tmp })
 }
 
-fn leader(c: &Cluster) -> anyhow::Result<Arc<Node<u64>>> {
+pub(crate) fn leader(c: &Cluster) -> anyhow::Result<Arc<Node<u64>>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(n) = c.nodes.iter().find(|n| n.status().role == Role::Leader) {
@@ -173,6 +193,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A 1 s warm-up, then `proposers` proposing `size`-byte entries on the
+/// leader for `seconds`: proposals/s, latency quantiles, the leader's
+/// fsyncs/s.
+pub(crate) fn measure(
+    rt: &tokio::runtime::Runtime,
+    l: &Arc<Node<u64>>,
+    proposers: usize,
+    size: usize,
+    seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
+    // Warm-up: connections, first entries of the term.
+    rt.block_on(load(
+        l.clone(),
+        proposers.min(10),
+        size,
+        Instant::now() + Duration::from_secs(1),
+    ))?;
+    let w0 = l.wal_metrics();
+    let t0 = Instant::now();
+    let h = rt.block_on(load(
+        l.clone(),
+        proposers,
+        size,
+        t0 + Duration::from_secs_f64(seconds),
+    ))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let w1 = l.wal_metrics();
+    let fsyncs = (w1.fsyncs - w0.fsyncs) as f64;
+    Ok(json!({
+        "proposals_per_s": h.len() as f64 / secs,
+        "p50_us": us(&h, 0.5),
+        "p99_us": us(&h, 0.99),
+        "p999_us": us(&h, 0.999),
+        "max_us": h.max() as f64 / 1e3,
+        "fsyncs_per_s": fsyncs / secs,
+        "proposals_per_fsync": h.len() as f64 / fsyncs.max(1.0),
+    }))
+}
+
 pub fn run(a: RaftArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.value_size >= 16, "proposals need at least 16 bytes");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -185,37 +244,14 @@ pub fn run(a: RaftArgs) -> anyhow::Result<()> {
             let mut samples = Vec::new();
             for _ in 0..a.rounds {
                 let c = start(members, a.dir.as_deref(), &rt)?;
-                let l = leader(&c)?;
-                // Warm-up: connections, first entries of the term.
-                rt.block_on(load(
-                    l.clone(),
-                    proposers.min(10),
-                    a.value_size,
-                    Instant::now() + Duration::from_secs(1),
-                ))?;
-                let w0 = l.wal_metrics();
-                let t0 = Instant::now();
-                let h = rt.block_on(load(
-                    l.clone(),
+                samples.push(measure(
+                    &rt,
+                    &leader(&c)?,
                     proposers,
                     a.value_size,
-                    t0 + Duration::from_secs_f64(a.seconds),
-                ))?;
-                let secs = t0.elapsed().as_secs_f64();
-                let w1 = l.wal_metrics();
-                let fsyncs = (w1.fsyncs - w0.fsyncs) as f64;
-                samples.push(json!({
-                    "proposals_per_s": h.len() as f64 / secs,
-                    "p50_us": us(&h, 0.5),
-                    "p99_us": us(&h, 0.99),
-                    "p999_us": us(&h, 0.999),
-                    "max_us": h.max() as f64 / 1e3,
-                    "fsyncs_per_s": fsyncs / secs,
-                    "proposals_per_fsync": h.len() as f64 / fsyncs.max(1.0),
-                }));
-                for n in &c.nodes {
-                    n.stop();
-                }
+                    a.seconds,
+                )?);
+                c.stop();
             }
             let med = |k: &str| median(samples.iter().filter_map(|s| s[k].as_f64()).collect());
             let row = json!({

@@ -30,6 +30,9 @@ pub struct Server {
     pub data: PathBuf,
     pub client: u16,
     pub peer: u16,
+    /// Added to its environment (`ETCD_*` for flags, `CAIRN_*` storage
+    /// knobs).
+    pub env: Vec<(String, String)>,
 }
 
 /// A started member; killed (SIGKILL) on drop unless stopped first.
@@ -52,6 +55,7 @@ impl Server {
             data: base.join(format!("{name}.data")),
             client: free_port()?,
             peer: free_port()?,
+            env: Vec::new(),
         })
     }
 
@@ -76,6 +80,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data)
             .args(flags.iter().flat_map(|(f, v)| [*f, v.as_str()]))
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(match &self.log {
                 Some(p) => Stdio::from(

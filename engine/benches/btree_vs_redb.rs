@@ -10,10 +10,13 @@
 //! batches of 10,000, random point reads, 1,000-key range scans from a random
 //! key, and opening the database.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cairn_engine::btree::{Db, Options};
+use common::{Rng, bench_dir, key};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -21,39 +24,11 @@ const KEYS: u64 = 1_000_000;
 const VALUE: usize = 256;
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("t");
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// 16 bytes that look random but are a function of `i`.
-fn key(i: u64) -> [u8; 16] {
-    let mut r = Rng(i);
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&r.next().to_be_bytes());
-    k[8..].copy_from_slice(&r.next().to_be_bytes());
-    k
-}
-
 /// Keys that sort after every `key(i)`: appends.
 fn seq_key(i: u64) -> [u8; 16] {
     let mut k = [0xffu8; 16];
     k[8..].copy_from_slice(&i.to_be_bytes());
     k
-}
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("CAIRN_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(PathBuf::from(d)).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
 }
 
 /// The two engines behind one interface.

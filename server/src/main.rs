@@ -10,6 +10,7 @@
 //! * [`state`]: the state machine — etcd's apply step on the MVCC store.
 //! * [`server`], [`services`], [`http`]: serving clients.
 //! * [`errors`]: the one table of client-visible errors.
+//! * [`tuning`]: storage knobs etcd has no flags for (`CAIRN_*` variables).
 //!
 //! ## Invariants
 //!
@@ -33,6 +34,7 @@ mod server;
 mod services;
 mod snapshot;
 mod state;
+mod tuning;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,8 +56,9 @@ use services::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
     watch::WatchService,
 };
+use tuning::Tuning;
 
-fn settings(cfg: &Config, ids: &config::MemberMeta) -> Settings {
+fn settings(cfg: &Config, ids: &config::MemberMeta, tuning: &Tuning) -> Settings {
     let initial_members = cfg
         .initial_cluster
         .iter()
@@ -99,15 +102,20 @@ fn settings(cfg: &Config, ids: &config::MemberMeta) -> Settings {
         force_new_cluster: cfg.force_new_cluster,
         max_concurrent_streams: cfg.max_concurrent_streams,
         enable_gateway: cfg.enable_grpc_gateway,
+        tuning: tuning.clone(),
     }
 }
 
 /// Opens this member's WAL — its ids are the ones it was created with, as
 /// etcd ignores the bootstrap flags on restart — or creates it with `ids`.
-fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<(Wal, config::MemberMeta)> {
+fn open_wal(
+    cfg: &Config,
+    ids: &config::MemberMeta,
+    opts: WalOptions,
+) -> anyhow::Result<(Wal, config::MemberMeta)> {
     let wal_dir = cfg.wal_dir();
     if Wal::exists(&wal_dir) {
-        let wal = Wal::open(&wal_dir, WalOptions::default())
+        let wal = Wal::open(&wal_dir, opts)
             .with_context(|| format!("recovering the write-ahead log in {}", wal_dir.display()))?;
         let meta = wal.read_from(u64::MAX)?.metadata.unwrap_or_default();
         let stored =
@@ -124,7 +132,7 @@ fn open_wal(cfg: &Config, ids: &config::MemberMeta) -> anyhow::Result<(Wal, conf
     cfg.verify_bootstrap()?;
     std::fs::create_dir_all(wal_dir.parent().expect("wal dir has a parent"))
         .with_context(|| format!("creating {}", wal_dir.display()))?;
-    let wal = Wal::create(&wal_dir, WalOptions::default(), &ids.encode())
+    let wal = Wal::create(&wal_dir, opts, &ids.encode())
         .with_context(|| format!("creating the write-ahead log in {}", wal_dir.display()))?;
     Ok((wal, *ids))
 }
@@ -213,6 +221,8 @@ fn main() -> anyhow::Result<()> {
             "--{flag} is set but not honoured by this build of cairn yet"
         );
     }
+    let tuning = Tuning::from_env()?;
+    tuning.log();
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -248,7 +258,7 @@ fn main() -> anyhow::Result<()> {
         ids.cluster_id = cluster;
         joined = Some(ms);
     }
-    let (wal, ids) = open_wal(&cfg, &ids)?;
+    let (wal, ids) = open_wal(&cfg, &ids, tuning.wal_options())?;
     let report = wal.recovery_report();
     tracing::info!(
         member_id = %format_id(ids.member_id),
@@ -262,7 +272,7 @@ fn main() -> anyhow::Result<()> {
         took = ?started.elapsed(),
         "member state recovered"
     );
-    let mut s = settings(&cfg, &ids);
+    let mut s = settings(&cfg, &ids, &tuning);
     if let Some(ms) = joined {
         s.initial_members = ms.members().cloned().collect();
     }

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::server::{EtcdServer, Limits};
 use crate::snapshot::{StoreSnapshots, replace_store};
 use crate::state::{Alarms, Backend, StoreCell, restore_leases};
+use crate::tuning::Tuning;
 
 /// How often auto-compaction of the `revision` mode runs.
 const REVISION_COMPACTION_EVERY: Duration = Duration::from_secs(300);
@@ -61,6 +62,8 @@ pub struct Settings {
     pub force_new_cluster: bool,
     pub max_concurrent_streams: u32,
     pub enable_gateway: bool,
+    /// Storage knobs from `CAIRN_*` variables.
+    pub tuning: Tuning,
 }
 
 /// `host:port` of an `http://` or `https://` URL.
@@ -91,6 +94,7 @@ pub fn store_options(s: &Settings) -> StoreOptions {
             progress_interval: s.watch_progress_interval,
             ..WatchOptions::default()
         },
+        db: s.tuning.db_options(),
         ..StoreOptions::default()
     }
 }
@@ -117,8 +121,18 @@ pub fn start_member(
         let l = lessor.clone();
         store.set_lease_lookup(Arc::new(move |id| l.exists(id)));
     }
+    let page_size = store.db().page_size();
+    if page_size != opts.db.page_size as usize {
+        tracing::warn!(
+            page_size,
+            requested = opts.db.page_size,
+            "the database file exists and keeps the page size it was created with; {} applies to new files only",
+            crate::tuning::BACKEND_PAGE_SIZE
+        );
+    }
     tracing::info!(
         path = %db_path.display(),
+        page_size,
         revision = store.current_revision(),
         consistent_index = store.durable_index().index,
         leases,

@@ -32,6 +32,8 @@ pub struct Spec {
     pub initial_cluster: Option<String>,
     pub state_existing: bool,
     pub extra: Vec<String>,
+    /// The process's whole environment (it starts empty).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -45,6 +47,7 @@ impl Spec {
             initial_cluster: None,
             state_existing: false,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -91,6 +94,41 @@ impl Spec {
         a.extend(self.extra.iter().cloned());
         a
     }
+
+    /// The `cairn` command for this member, with only [`Spec::env`] in its
+    /// environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.args(self.args())
+            .env_clear()
+            .envs(self.env.iter().cloned());
+        c
+    }
+
+    /// Runs the member expecting it to exit by itself (a refused start)
+    /// within `within`; returns its output.
+    pub fn run_to_exit(&self, within: Duration) -> Output {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting cairn");
+        let deadline = Instant::now() + within;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "cairn did not exit within {within:?}; log:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
 }
 
 /// A running `cairn`; killed and reaped if a test ends without stopping it.
@@ -104,9 +142,8 @@ pub struct Cairn {
 impl Cairn {
     /// Starts the member and waits until it logs that it serves clients.
     pub fn start(spec: &Spec) -> Cairn {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(spec.args())
-            .env_clear()
+        let mut child = spec
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
