@@ -210,8 +210,13 @@ fn members_are_added_as_learners_promoted_updated_and_removed() {
             .any(|l| l.contains("this leader was removed; handing leadership over")),
         "{log:#?}"
     );
-    let new_leader = leader_of(all[0]);
-    assert_ne!(new_leader, gone);
+    // Each member learns of the new leader from its first message.
+    for m in &all {
+        eventually(T, "a new leader", || {
+            let l = status(m).1;
+            (l != 0 && l != gone).then_some(())
+        });
+    }
     all[1].ok(&["put", "after", "remove"]);
     for m in &all {
         assert_eq!(m.ok(&["get", "after", "--print-value-only"]), "remove\n");

@@ -70,8 +70,8 @@ pub struct CompareArgs {
     #[arg(long)]
     json: bool,
     /// Instead of one workload, perf.md's whole table: put at 1/16/100/1000
-    /// clients, range (l and s) at 1/100/1000, txn-put (4 ops) at 100, and
-    /// watch latency with 1,000 watchers; one summary row per workload.
+    /// clients, range (l and s) at 1/100/1000, txn-put (4 ops) at 100;
+    /// one summary row per workload, then each workload's own table.
     #[arg(long, conflicts_with = "plot")]
     suite: bool,
     /// How long each suite run lasts.
@@ -270,6 +270,10 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
                 "{}",
                 table::suite_markdown(&results, &names, rss.map(|r| (a.memory_keys, r)))
             );
+            // Then each workload's own table, with every figure.
+            for (_, spec, sides) in &results {
+                print!("\n{}", table::markdown(spec, sides));
+            }
         }
         return Ok(());
     }
