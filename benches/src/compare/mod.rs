@@ -271,8 +271,8 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
                 table::suite_markdown(&results, &names, rss.map(|r| (a.memory_keys, r)))
             );
             // Then each workload's own table, with every figure.
-            for (_, spec, sides) in &results {
-                print!("\n{}", table::markdown(spec, sides));
+            for (line, spec, sides) in &results {
+                print!("\n`{line}`:\n\n{}", table::markdown(spec, sides));
             }
         }
         return Ok(());
