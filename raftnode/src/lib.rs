@@ -35,6 +35,7 @@ pub mod ids;
 mod logger;
 pub mod member;
 pub mod node;
+mod recover;
 pub mod storage;
 pub mod transport;
 

@@ -280,7 +280,7 @@ fn snapshot_file_id(name: &str) -> Option<(u64, u64)> {
 fn restore_if_behind<S: StateMachine>(
     dir: &std::path::Path,
     sm: &mut S,
-    rec: &driver::Recovered,
+    rec: &crate::recover::Recovered,
 ) -> Result<()> {
     let files: Vec<(u64, u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| Error::Storage(format!("reading {}: {e}", dir.display())))?
@@ -352,7 +352,7 @@ impl<O: Send + 'static> Node<O> {
             return Err(Error::Removed);
         }
         let mut sm = sm;
-        let recovered = driver::recover(&cfg, &wal, sm.durable_index())?;
+        let recovered = crate::recover::recover(&cfg, &wal, sm.durable_index())?;
         if recovered.membership.is_removed(cfg.id) {
             return Err(Error::Removed);
         }
