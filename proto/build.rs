@@ -56,6 +56,8 @@ fn main() -> Result<(), BoxError> {
         // Clients are built over any tonic transport (`KvClient::new(channel)`);
         // `connect()` would pull tonic's transport stack into this crate.
         .build_transport(false)
+        // Small per-call buffers (see `codec`).
+        .codec_path("crate::codec::SmallBuffers")
         .compile_fds(descriptors)?;
 
     let serde = pbjson_build::Builder::new()

@@ -34,6 +34,7 @@
 //! * Never renumbers or renames a field to suit Rust: the .proto files speak
 //!   etcd's language, and only generated Rust identifiers may differ.
 
+pub mod codec;
 pub mod json;
 
 /// etcd's `mvccpb` package: stored key-values and watch events.

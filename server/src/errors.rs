@@ -243,11 +243,10 @@ fn as_grpc_go(s: &Status) -> Option<Status> {
 /// Rewrites a gRPC answer tonic gave in its own words (a status in the
 /// headers: the call failed before any message) to grpc-go's, as etcd
 /// answers.
-pub async fn grpc_go_words(mut r: axum::response::Response) -> axum::response::Response {
-    if let Some(go) = Status::from_header_map(r.headers()).and_then(|s| as_grpc_go(&s)) {
-        let _ = go.add_header(r.headers_mut());
+pub fn grpc_go_words(headers: &mut axum::http::HeaderMap) {
+    if let Some(go) = Status::from_header_map(headers).and_then(|s| as_grpc_go(&s)) {
+        let _ = go.add_header(headers);
     }
-    r
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! the client, and every index the client sends names the same insertion
 //! on both sides.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -35,6 +35,11 @@ const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
 /// HTTP/2's default header table size (h2 advertises no other).
 const DEFAULT_TABLE_SIZE: usize = 4096;
+/// The read buffer's first size; it grows only for a header block larger
+/// than itself.
+const READ_BUFFER: usize = 16 * 1024;
+/// The largest header block held back whole (h2 refuses far smaller ones).
+const MAX_BLOCK: usize = 16 << 20;
 
 #[derive(Debug)]
 enum Mode {
@@ -47,19 +52,61 @@ enum Mode {
 }
 
 /// A connection's read side with `:authority` rewritten (see the module).
+///
+/// Bytes are read once into `buf` and handed to the reader from there:
+/// `buf[start..ready]` is checked and ready, `buf[ready..filled]` not yet
+/// parsed. Frames other than header blocks are never copied within the
+/// buffer nor held back whole (`skip` counts what is left of one); a header
+/// block is parsed in place and spliced only when an authority changes.
 pub struct FixAuthority<IO> {
     io: IO,
     mode: Mode,
-    /// Read but not yet parsed.
-    inbuf: Vec<u8>,
-    /// Ready for the reader.
-    out: Vec<u8>,
-    out_pos: usize,
-    /// A header block in progress: its HEADERS frame's stream, flags and
-    /// priority bytes, and the fragments so far.
-    block: Option<(u32, u8, Vec<u8>, Vec<u8>)>,
+    /// Zero-filled once; its length is its capacity.
+    buf: Vec<u8>,
+    start: usize,
+    ready: usize,
+    filled: usize,
+    /// Payload bytes of the current non-header frame still to pass.
+    skip: usize,
     hpack: Table,
     eof: bool,
+}
+
+fn bad() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP/2 header frame")
+}
+
+fn frame_len(p: &[u8]) -> usize {
+    u32::from_be_bytes([0, p[0], p[1], p[2]]) as usize
+}
+
+fn frame_stream(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[5], p[6], p[7], p[8]]) & 0x7fff_ffff
+}
+
+/// The length of the header block at the start of `p` (a HEADERS frame and
+/// its CONTINUATIONs), or `None` while part of it is still to come.
+fn block_end(p: &[u8]) -> io::Result<Option<usize>> {
+    let mut at = 0;
+    loop {
+        if p.len() < at + 9 {
+            return Ok(None);
+        }
+        let f = &p[at..];
+        if at > 0 && (f[3] != CONTINUATION || frame_stream(f) != frame_stream(p)) {
+            return Err(bad());
+        }
+        at += 9 + frame_len(f);
+        if at > MAX_BLOCK {
+            return Err(bad());
+        }
+        if p.len() < at {
+            return Ok(None);
+        }
+        if f[4] & END_HEADERS != 0 {
+            return Ok(Some(at));
+        }
+    }
 }
 
 impl<IO> FixAuthority<IO> {
@@ -67,25 +114,27 @@ impl<IO> FixAuthority<IO> {
         FixAuthority {
             io,
             mode: Mode::Start,
-            inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            block: None,
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            ready: 0,
+            filled: 0,
+            skip: 0,
             hpack: Table::new(),
             eof: false,
         }
     }
 
-    /// Moves what can be moved from `inbuf` to `out`.
+    /// Checks what can be checked of `buf[ready..filled]`.
     fn process(&mut self) -> io::Result<()> {
         loop {
+            let pending = &self.buf[self.ready..self.filled];
             match self.mode {
                 Mode::Start => {
-                    let n = self.inbuf.len().min(PREFACE.len());
-                    if self.inbuf[..n] != PREFACE[..n] {
+                    let n = pending.len().min(PREFACE.len());
+                    if pending[..n] != PREFACE[..n] {
                         self.mode = Mode::Passthrough;
                     } else if n == PREFACE.len() {
-                        self.out.extend(self.inbuf.drain(..n));
+                        self.ready += n;
                         self.mode = Mode::Frames;
                     } else if self.eof {
                         self.mode = Mode::Passthrough;
@@ -94,85 +143,99 @@ impl<IO> FixAuthority<IO> {
                     }
                 }
                 Mode::Passthrough => {
-                    self.out.append(&mut self.inbuf);
+                    self.ready = self.filled;
                     return Ok(());
                 }
+                Mode::Frames if self.skip > 0 => {
+                    let n = self.skip.min(pending.len());
+                    self.ready += n;
+                    self.skip -= n;
+                    if self.skip > 0 {
+                        return Ok(());
+                    }
+                }
                 Mode::Frames => {
-                    if self.inbuf.len() < 9 {
+                    if pending.len() < 9 {
                         return Ok(());
                     }
-                    let len = u32::from_be_bytes([0, self.inbuf[0], self.inbuf[1], self.inbuf[2]])
-                        as usize;
-                    if self.inbuf.len() < 9 + len {
-                        return Ok(());
+                    match pending[3] {
+                        HEADERS => match block_end(pending)? {
+                            Some(len) => self.on_header_block(self.ready, self.ready + len)?,
+                            None => return Ok(()),
+                        },
+                        // Only ever right after a HEADERS frame, taken with it.
+                        CONTINUATION => return Err(bad()),
+                        _ => {
+                            self.skip = frame_len(pending);
+                            self.ready += 9;
+                        }
                     }
-                    let kind = self.inbuf[3];
-                    if kind != HEADERS && kind != CONTINUATION {
-                        self.out.extend(self.inbuf.drain(..9 + len));
-                        continue;
-                    }
-                    let frame: Vec<u8> = self.inbuf.drain(..9 + len).collect();
-                    self.on_header_frame(&frame)?;
                 }
             }
         }
     }
 
-    fn on_header_frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        let (kind, flags) = (frame[3], frame[4]);
-        let stream = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
-        let mut payload = &frame[9..];
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP/2 header frame");
-        if kind == HEADERS {
-            if self.block.is_some() {
-                return Err(bad());
-            }
-            if flags & PADDED != 0 {
-                let pad = *payload.first().ok_or_else(bad)? as usize;
-                payload = payload
-                    .get(1..payload.len().checked_sub(pad).ok_or_else(bad)?)
-                    .ok_or_else(bad)?;
-            }
-            let mut priority = Vec::new();
-            if flags & PRIORITY != 0 {
-                priority = payload.get(..5).ok_or_else(bad)?.to_vec();
-                payload = &payload[5..];
-            }
-            self.block = Some((stream, flags, priority, payload.to_vec()));
+    /// The header block in `buf[from..to]`: passed as it is, or re-framed
+    /// with its authority rewritten.
+    fn on_header_block(&mut self, from: usize, to: usize) -> io::Result<()> {
+        let frames = &self.buf[from..to];
+        let flags = frames[4];
+        let stream = frame_stream(frames);
+        let mut payload = &frames[9..9 + frame_len(frames)];
+        if flags & PADDED != 0 {
+            let pad = *payload.first().ok_or_else(bad)? as usize;
+            payload = payload
+                .get(1..payload.len().checked_sub(pad).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+        }
+        let mut priority: &[u8] = &[];
+        if flags & PRIORITY != 0 {
+            priority = payload.get(..5).ok_or_else(bad)?;
+            payload = &payload[5..];
+        }
+        let rewritten = if flags & END_HEADERS != 0 {
+            self.hpack.rewrite(payload)
         } else {
-            match &mut self.block {
-                Some((s, _, _, frag)) if *s == stream => frag.extend_from_slice(payload),
-                _ => return Err(bad()),
+            let mut fragment = payload.to_vec();
+            let mut at = 9 + frame_len(frames);
+            while at < frames.len() {
+                let len = frame_len(&frames[at..]);
+                fragment.extend_from_slice(&frames[at + 9..at + 9 + len]);
+                at += 9 + len;
             }
-        }
-        if flags & END_HEADERS == 0 {
+            self.hpack.rewrite(&fragment)
+        };
+        let Some(block) = rewritten.map_err(|()| bad())? else {
+            self.ready = to;
             return Ok(());
-        }
-        let (stream, flags, priority, fragment) = self.block.take().expect("a block");
-        let block = self.hpack.rewrite(&fragment).map_err(|()| bad())?;
+        };
         // HEADERS then CONTINUATIONs, no padding.
-        let mut first = priority;
-        let room = MAX_FRAME - first.len();
+        let mut out = Vec::with_capacity(block.len() + 64);
+        let room = MAX_FRAME - priority.len();
         let (head, mut rest) = block.split_at(block.len().min(room));
-        first.extend_from_slice(head);
         let mut f =
             (flags & (END_STREAM | PRIORITY)) | if rest.is_empty() { END_HEADERS } else { 0 };
-        self.emit(HEADERS, f, stream, &first);
+        emit(&mut out, HEADERS, f, stream, &[priority, head]);
         while !rest.is_empty() {
             let (part, r) = rest.split_at(rest.len().min(MAX_FRAME));
             rest = r;
             f = if rest.is_empty() { END_HEADERS } else { 0 };
-            self.emit(CONTINUATION, f, stream, part);
+            emit(&mut out, CONTINUATION, f, stream, &[part]);
         }
+        let new_len = out.len();
+        self.buf.splice(from..to, out);
+        self.filled = self.filled + new_len - (to - from);
+        self.ready = from + new_len;
         Ok(())
     }
+}
 
-    fn emit(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        let len = (payload.len() as u32).to_be_bytes();
-        self.out
-            .extend_from_slice(&[len[1], len[2], len[3], kind, flags]);
-        self.out.extend_from_slice(&stream.to_be_bytes());
-        self.out.extend_from_slice(payload);
+fn emit(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[&[u8]]) {
+    let len = (payload.iter().map(|p| p.len()).sum::<usize>() as u32).to_be_bytes();
+    out.extend_from_slice(&[len[1], len[2], len[3], kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    for p in payload {
+        out.extend_from_slice(p);
     }
 }
 
@@ -184,38 +247,44 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FixAuthority<IO> {
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         loop {
-            if me.out_pos < me.out.len() {
-                let n = buf.remaining().min(me.out.len() - me.out_pos);
-                buf.put_slice(&me.out[me.out_pos..me.out_pos + n]);
-                me.out_pos += n;
-                if me.out_pos == me.out.len() {
-                    me.out.clear();
-                    me.out_pos = 0;
+            if me.start < me.ready {
+                let n = buf.remaining().min(me.ready - me.start);
+                buf.put_slice(&me.buf[me.start..me.start + n]);
+                me.start += n;
+                if me.start == me.filled {
+                    (me.start, me.ready, me.filled) = (0, 0, 0);
                 }
                 return Poll::Ready(Ok(()));
             }
             if me.eof {
+                if me.ready < me.filled {
+                    // A truncated frame at the end: hand it on as is.
+                    me.ready = me.filled;
+                    continue;
+                }
                 return Poll::Ready(Ok(()));
             }
-            if matches!(me.mode, Mode::Passthrough) && me.inbuf.is_empty() {
+            if matches!(me.mode, Mode::Passthrough) && me.start == me.filled {
                 // Past the first bytes of an HTTP/1 connection: straight through.
                 return Pin::new(&mut me.io).poll_read(cx, buf);
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
+            if me.filled == me.buf.len() {
+                me.buf.copy_within(me.start..me.filled, 0);
+                (me.ready, me.filled) = (me.ready - me.start, me.filled - me.start);
+                me.start = 0;
+                if me.filled == me.buf.len() {
+                    me.buf.resize(me.buf.len() * 2, 0);
+                }
+            }
+            let mut rb = ReadBuf::new(&mut me.buf[me.filled..]);
             match Pin::new(&mut me.io).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
-                        me.eof = true;
-                    }
-                    me.inbuf.extend_from_slice(rb.filled());
+                    let n = rb.filled().len();
+                    me.eof = n == 0;
+                    me.filled += n;
                     me.process()?;
-                    if me.eof && me.out.is_empty() && !me.inbuf.is_empty() {
-                        // A truncated frame at the end: hand it on as is.
-                        me.out.append(&mut me.inbuf);
-                    }
                 }
             }
         }
@@ -260,6 +329,8 @@ struct Table {
     entries: VecDeque<Entry>,
     size: usize,
     max: usize,
+    /// A decoded name or authority value (reused).
+    scratch: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -357,17 +428,35 @@ fn integer(b: &[u8], at: &mut usize, n: u8) -> Result<usize, ()> {
     }
 }
 
-/// Reads an HPACK string literal at `b[*at]`, decoded.
-fn string(b: &[u8], at: &mut usize) -> Result<Vec<u8>, ()> {
+/// An HPACK string literal at `b[*at]`: whether it is Huffman-coded, and
+/// its bytes as sent.
+fn string<'a>(b: &'a [u8], at: &mut usize) -> Result<(bool, &'a [u8]), ()> {
     let huffman = *b.get(*at).ok_or(())? & 0x80 != 0;
     let len = integer(b, at, 7)?;
     let raw = b.get(*at..at.checked_add(len).ok_or(())?).ok_or(())?;
     *at += len;
+    Ok((huffman, raw))
+}
+
+/// A string literal's decoded bytes, into `out` (cleared first).
+fn decode_into(huffman: bool, raw: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+    out.clear();
     if huffman {
-        huffman_decode(raw)
+        huffman_decode(raw, |c| out.push(c))?;
     } else {
-        Ok(raw.to_vec())
+        out.extend_from_slice(raw);
     }
+    Ok(())
+}
+
+/// A string literal's decoded length, decoding nothing it need not.
+fn decoded_len(huffman: bool, raw: &[u8]) -> Result<usize, ()> {
+    if !huffman {
+        return Ok(raw.len());
+    }
+    let mut n = 0;
+    huffman_decode(raw, |_| n += 1)?;
+    Ok(n)
 }
 
 /// Appends an HPACK integer with an `n`-bit prefix.
@@ -387,11 +476,11 @@ fn put_integer(out: &mut Vec<u8>, n: u8, mut v: usize) {
 }
 
 /// `http://host:port[/…]` → `host:port`; `None` when there is no scheme.
-fn strip_scheme(value: &[u8]) -> Option<Vec<u8>> {
+fn strip_scheme(value: &[u8]) -> Option<&[u8]> {
     let at = value.windows(3).position(|w| w == b"://")?;
     let rest = &value[at + 3..];
     let end = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
-    Some(rest[..end].to_vec())
+    Some(&rest[..end])
 }
 
 impl Table {
@@ -400,6 +489,7 @@ impl Table {
             entries: VecDeque::new(),
             size: 0,
             max: DEFAULT_TABLE_SIZE,
+            scratch: Vec::new(),
         }
     }
 
@@ -437,9 +527,11 @@ impl Table {
         }
     }
 
-    /// A header block with `:authority` values rewritten.
-    fn rewrite(&mut self, b: &[u8]) -> Result<Vec<u8>, ()> {
-        let mut out = Vec::with_capacity(b.len());
+    /// A header block with `:authority` values rewritten, or `None` when
+    /// none needs it (the common case: then nothing is allocated).
+    fn rewrite(&mut self, b: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        // The block so far, once a field has changed.
+        let mut out: Option<Vec<u8>> = None;
         let mut at = 0;
         while at < b.len() {
             let start = at;
@@ -447,67 +539,107 @@ impl Table {
             if first & 0x80 != 0 {
                 // An indexed field.
                 integer(b, &mut at, 7)?;
-                out.extend_from_slice(&b[start..at]);
-                continue;
-            }
-            if first & 0xe0 == 0x20 {
+            } else if first & 0xe0 == 0x20 {
                 // A dynamic table size update.
                 self.max = integer(b, &mut at, 5)?;
                 self.evict();
-                out.extend_from_slice(&b[start..at]);
-                continue;
-            }
-            // A literal: with incremental indexing (6-bit index), or
-            // without / never indexed (4-bit index); index 0: a literal name.
-            let indexing = first & 0xc0 == 0x40;
-            let index = integer(b, &mut at, if indexing { 6 } else { 4 })?;
-            let (authority, name_len) = if index == 0 {
-                let name = string(b, &mut at)?;
-                (name == b":authority", name.len())
             } else {
-                self.name(index)?
-            };
-            let name_end = at;
-            let value = string(b, &mut at)?;
-            let entry = Entry {
-                authority,
-                name_len,
-                size: name_len + value.len() + 32,
-            };
-            // An entry too large for the table empties it on both sides;
-            // such a value is left alone so that stays so.
-            match strip_scheme(&value).filter(|_| authority && entry.size <= self.max) {
-                Some(v) => {
-                    out.extend_from_slice(&b[start..name_end]);
-                    put_integer(&mut out, 7, v.len());
-                    out.extend_from_slice(&v);
+                // A literal: with incremental indexing (6-bit index), or
+                // without / never indexed (4-bit index); index 0: a literal
+                // name.
+                let indexing = first & 0xc0 == 0x40;
+                let index = integer(b, &mut at, if indexing { 6 } else { 4 })?;
+                let (authority, name_len) = if index == 0 {
+                    let (huffman, raw) = string(b, &mut at)?;
+                    decode_into(huffman, raw, &mut self.scratch)?;
+                    (self.scratch == b":authority", self.scratch.len())
+                } else {
+                    self.name(index)?
+                };
+                let name_end = at;
+                let (huffman, raw) = string(b, &mut at)?;
+                let value_len = if authority {
+                    decode_into(huffman, raw, &mut self.scratch)?;
+                    self.scratch.len()
+                } else {
+                    decoded_len(huffman, raw)?
+                };
+                let entry = Entry {
+                    authority,
+                    name_len,
+                    size: name_len + value_len + 32,
+                };
+                if indexing {
+                    self.insert(entry);
                 }
-                None => out.extend_from_slice(&b[start..at]),
+                // An entry too large for the table empties it on both sides;
+                // such a value is left alone so that stays so.
+                if authority
+                    && entry.size <= self.max
+                    && let Some(v) = strip_scheme(&self.scratch)
+                {
+                    let o = out.get_or_insert_with(|| b[..start].to_vec());
+                    o.extend_from_slice(&b[start..name_end]);
+                    put_integer(o, 7, v.len());
+                    o.extend_from_slice(v);
+                    continue;
+                }
             }
-            if indexing {
-                self.insert(entry);
+            if let Some(o) = &mut out {
+                o.extend_from_slice(&b[start..at]);
             }
         }
         Ok(out)
     }
 }
 
-/// Decodes RFC 7541's Huffman code.
-fn huffman_decode(b: &[u8]) -> Result<Vec<u8>, ()> {
-    static CODES: OnceLock<HashMap<(u8, u32), u8>> = OnceLock::new();
-    let codes = CODES.get_or_init(|| {
-        (0..256)
-            .map(|s| ((ENCODE_CODE_LENGTHS[s], ENCODE_CODES[s]), s as u8))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(b.len() * 8 / 5);
-    let (mut code, mut len) = (0u32, 0u8);
+/// Canonical decoding tables for RFC 7541's Huffman code (a canonical code:
+/// the codes of one length are consecutive, in symbol order).
+struct Canonical {
+    /// By code length: the first code, how many codes, and where their
+    /// symbols start in `symbols`.
+    first: [u32; 31],
+    count: [u32; 31],
+    offset: [usize; 31],
+    symbols: [u8; 256],
+}
+
+fn canonical() -> &'static Canonical {
+    static TABLE: OnceLock<Canonical> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut order: Vec<usize> = (0..256).collect();
+        order.sort_by_key(|&s| (ENCODE_CODE_LENGTHS[s], ENCODE_CODES[s]));
+        let mut t = Canonical {
+            first: [0; 31],
+            count: [0; 31],
+            offset: [0; 31],
+            symbols: [0; 256],
+        };
+        for (i, &s) in order.iter().enumerate() {
+            let len = ENCODE_CODE_LENGTHS[s] as usize;
+            if t.count[len] == 0 {
+                t.first[len] = ENCODE_CODES[s];
+                t.offset[len] = i;
+            }
+            t.count[len] += 1;
+            t.symbols[i] = s as u8;
+        }
+        t
+    })
+}
+
+/// Decodes RFC 7541's Huffman code, handing each byte to `emit`.
+fn huffman_decode(b: &[u8], mut emit: impl FnMut(u8)) -> Result<(), ()> {
+    let t = canonical();
+    let (mut code, mut len) = (0u32, 0usize);
     for &byte in b {
         for bit in (0..8).rev() {
             code = (code << 1) | u32::from((byte >> bit) & 1);
             len += 1;
-            if let Some(&s) = codes.get(&(len, code)) {
-                out.push(s);
+            // Shorter codes are numerically smaller prefixes: a code of
+            // this length is in its run, anything above is a longer code.
+            if code.wrapping_sub(t.first[len]) < t.count[len] {
+                emit(t.symbols[t.offset[len] + (code - t.first[len]) as usize]);
                 (code, len) = (0, 0);
             } else if len >= 30 {
                 return Err(());
@@ -518,7 +650,7 @@ fn huffman_decode(b: &[u8]) -> Result<Vec<u8>, ()> {
     if len >= 8 || code != (1u32 << len) - 1 {
         return Err(());
     }
-    Ok(out)
+    Ok(())
 }
 
 // RFC 7541 Appendix B: each byte's code and its length in bits.
@@ -596,10 +728,59 @@ mod tests {
         }
     }
 
+    /// Runs `wire` through a FixAuthority, handed over in `chunk`-byte reads
+    /// by a reader taking at most `take` bytes at a time.
+    fn through(wire: &[u8], chunk: usize, take: usize) -> Vec<u8> {
+        struct Trickle<'a>(&'a [u8], usize);
+        impl AsyncRead for Trickle<'_> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let n = self.1.min(self.0.len()).min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut f = FixAuthority::new(Trickle(wire, chunk));
+        let mut out = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            let mut space = vec![0u8; take];
+            let mut rb = ReadBuf::new(&mut space);
+            match Pin::new(&mut f).poll_read(&mut cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return out,
+                Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        emit(&mut out, kind, flags, stream, &[payload]);
+        out
+    }
+
     #[test]
     fn huffman_round_trips() {
         let s = b"http://127.0.0.1:23791 and /etcdserverpb.Maintenance/Status";
-        assert_eq!(huffman_decode(&huffman_encode(s)).unwrap(), s);
+        let mut out = Vec::new();
+        decode_into(true, &huffman_encode(s), &mut out).unwrap();
+        assert_eq!(out, s);
+        let all: Vec<u8> = (0..=255).collect();
+        decode_into(true, &huffman_encode(&all), &mut out).unwrap();
+        assert_eq!(out, all);
+        assert_eq!(decoded_len(true, &huffman_encode(&all)), Ok(256));
+        // Padding longer than 7 bits, or not all ones, is an error.
+        let mut long = huffman_encode(b"a");
+        long.push(0xff);
+        assert!(decode_into(true, &long, &mut out).is_err());
+        // "0" is 00000: three bits of ones pad it, three zeros do not.
+        assert!(decode_into(true, &[0x07], &mut out).is_ok() && out == b"0");
+        assert!(decode_into(true, &[0x00], &mut out).is_err());
     }
 
     #[test]
@@ -612,7 +793,7 @@ mod tests {
         block.push(0x40);
         lit(&mut block, b"x-custom", false);
         lit(&mut block, b"v", false);
-        let got = t.rewrite(&block).unwrap();
+        let got = t.rewrite(&block).unwrap().expect("rewritten");
         let mut want = vec![0x83, 0x41];
         lit(&mut want, b"127.0.0.1:23791", false);
         want.extend_from_slice(&block[block.len() - 12..]);
@@ -623,22 +804,32 @@ mod tests {
         assert_eq!(t.entries[1].size, 10 + 22 + 32);
         // A second request naming the authority by its dynamic index: the
         // server's entry is the rewritten one; nothing to change.
-        assert_eq!(t.rewrite(&[0x83, 0xbf]).unwrap(), vec![0x83, 0xbf]);
+        assert_eq!(t.rewrite(&[0x83, 0xbf]).unwrap(), None);
         // A literal without indexing whose name is that dynamic entry.
         let mut b2 = vec![0x0f, 63 - 15];
         lit(&mut b2, b"https://h:1/x", false);
         let mut w2 = vec![0x0f, 63 - 15];
         lit(&mut w2, b"h:1", false);
-        assert_eq!(t.rewrite(&b2).unwrap(), w2);
+        assert_eq!(t.rewrite(&b2).unwrap(), Some(w2));
         // Plain authorities are left byte for byte.
         let mut plain = vec![0x41];
         lit(&mut plain, b"127.0.0.1:23791", true);
-        assert_eq!(t.rewrite(&plain).unwrap(), plain);
+        assert_eq!(t.rewrite(&plain).unwrap(), None);
+        assert_eq!(t.entries.len(), 3);
+        // A rewritten field in the middle of a block: the fields around it
+        // are kept byte for byte.
+        let mut mid = vec![0x83];
+        mid.push(0x01);
+        lit(&mut mid, b"http://x:2/", true);
+        mid.push(0x86);
+        let mut want = vec![0x83, 0x01];
+        lit(&mut want, b"x:2", false);
+        want.push(0x86);
+        assert_eq!(t.rewrite(&mid).unwrap(), Some(want));
     }
 
     #[test]
     fn frames_other_than_headers_pass_through_and_headers_are_rewritten() {
-        let mut f = FixAuthority::new(());
         let mut block = vec![0x83, 0x86, 0x41];
         lit(&mut block, b"http://a:1", false);
         let mut wire = PREFACE.to_vec();
@@ -651,11 +842,16 @@ mod tests {
         wire.extend_from_slice(&[0, 0]);
         wire.extend_from_slice(&[0, 0, h2.len() as u8, CONTINUATION, END_HEADERS, 0, 0, 0, 1]);
         wire.extend_from_slice(h2);
-        // Fed one byte at a time.
-        for b in &wire {
-            f.inbuf.push(*b);
-            f.process().unwrap();
-        }
+        // A DATA frame after it, and a plain header block.
+        let data = frame(0, END_STREAM, 1, &[7u8; 40_000]);
+        wire.extend_from_slice(&data);
+        let mut plain = vec![0x83, 0x86, 0x41];
+        lit(&mut plain, b"a:1", true);
+        let mut padded = vec![3];
+        padded.extend_from_slice(&plain);
+        padded.extend_from_slice(&[0, 0, 0]);
+        let plain_frame = frame(HEADERS, PADDED | END_HEADERS, 3, &padded);
+        wire.extend_from_slice(&plain_frame);
         let mut fixed = vec![0x83, 0x86, 0x41];
         lit(&mut fixed, b"a:1", false);
         let mut want = PREFACE.to_vec();
@@ -672,14 +868,32 @@ mod tests {
             1,
         ]);
         want.extend_from_slice(&fixed);
-        assert_eq!(f.out, want);
+        want.extend_from_slice(&data);
+        want.extend_from_slice(&plain_frame);
+        for (chunk, take) in [(1, 1 << 20), (7, 5), (1 << 20, 100), (1 << 20, 1 << 20)] {
+            assert!(
+                through(&wire, chunk, take) == want,
+                "chunk {chunk} take {take}"
+            );
+        }
+        // A CONTINUATION without its HEADERS is refused.
+        let mut stray = PREFACE.to_vec();
+        stray.extend_from_slice(&frame(CONTINUATION, END_HEADERS, 1, &[0x83]));
+        let mut f = FixAuthority::new(&stray[..]);
+        let mut space = [0u8; 100];
+        let mut rb = ReadBuf::new(&mut space);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The preface comes out; the stray frame is an error.
+        assert!(matches!(
+            Pin::new(&mut f).poll_read(&mut cx, &mut rb),
+            Poll::Ready(Err(_))
+        ));
     }
 
     #[test]
     fn http1_passes_through() {
-        let mut f = FixAuthority::new(());
-        f.inbuf.extend_from_slice(b"GET /health HTTP/1.1\r\n");
-        f.process().unwrap();
-        assert_eq!(f.out, b"GET /health HTTP/1.1\r\n");
+        let wire = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(through(wire, 3, 1 << 20), wire);
+        assert_eq!(through(b"PRI * HTTP/1.1", 3, 4), b"PRI * HTTP/1.1");
     }
 }

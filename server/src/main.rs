@@ -22,6 +22,7 @@
 //!
 //! * Never modifies a data directory that is not cairn's.
 
+mod client_port;
 mod config;
 mod convert;
 mod errors;
@@ -36,14 +37,9 @@ mod snapshot;
 mod state;
 mod tuning;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use cairn_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
-};
 use cairn_raftnode::Member;
 use cairn_raftnode::ids::{format_id, member_id};
 use cairn_raftnode::member::Membership;
@@ -51,11 +47,6 @@ use cairn_wal::{Wal, WalOptions};
 
 use config::{ClusterState, CompactionRetention, Config};
 use run::{AutoCompaction, Settings};
-use server::EtcdServer;
-use services::{
-    cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
-    watch::WatchService,
-};
 use tuning::Tuning;
 
 fn settings(cfg: &Config, ids: &config::MemberMeta, tuning: &Tuning) -> Settings {
@@ -175,40 +166,6 @@ async fn join_cluster(cfg: &Config, me: u64) -> anyhow::Result<(u64, Membership)
     }
 }
 
-/// gRPC services and HTTP endpoints, on one router.
-fn client_router(srv: &Arc<EtcdServer>, gateway: bool) -> axum::Router {
-    let limit = srv.limits.max_request_bytes + 512 * 1024;
-    let grpc = tonic::service::Routes::new(
-        KvServer::new(KvService(srv.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        WatchServer::new(WatchService(srv.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        LeaseServer::new(LeaseService(srv.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        ClusterServer::new(ClusterService(srv.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
-        MaintenanceServer::new(MaintenanceService(srv.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .into_axum_router()
-    .layer(axum::middleware::map_response(errors::grpc_go_words));
-    grpc.merge(http::client(srv.clone(), gateway))
-        .fallback(http::not_found)
-}
-
 fn main() -> anyhow::Result<()> {
     let (cfg, messages) = config::load_or_exit();
     init_logging(&cfg)?;
@@ -224,10 +181,17 @@ fn main() -> anyhow::Result<()> {
     let tuning = Tuning::from_env()?;
     tuning.log();
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.worker_threads(2).enable_all();
+    // A task woken by the task running on a worker runs next on that worker
+    // (tokio's LIFO slot). When a batch of proposals is applied, each call's
+    // task, as it answers, wakes its connection's task, which then writes
+    // and flushes that one answer: one writev per response. Without the
+    // slot the connection runs after the other answered calls and writes
+    // them together.
+    #[cfg(tokio_unstable)]
+    rt.disable_lifo_slot();
+    let rt = rt.build()?;
     // Signals are caught from the start, so a SIGTERM during startup still
     // shuts down cleanly.
     let mut signals = rt.block_on(async { Signals::install() })?;
@@ -278,7 +242,7 @@ fn main() -> anyhow::Result<()> {
     }
     let clients = run::bind_clients(&s)?;
     let srv = run::start_member(&s, wal, &rt)?;
-    let router = client_router(&srv, s.enable_gateway);
+    let router = client_port::ClientPort::new(&srv, s.enable_gateway);
     rt.block_on(async {
         // Like etcd, clients are served once this member is part of the
         // cluster: a leader exists and this member's name and client URLs

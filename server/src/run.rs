@@ -348,7 +348,11 @@ pub fn bind_clients(s: &Settings) -> anyhow::Result<Vec<(String, TcpListener)>> 
 /// client port: each connection is looked at and handed to the protocol it
 /// speaks. `max_streams` bounds concurrent HTTP/2 streams per connection
 /// (`--max-concurrent-streams`).
-pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, max_streams: u32) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: crate::client_port::ClientPort,
+    max_streams: u32,
+) {
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(x) => x,
