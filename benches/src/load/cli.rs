@@ -262,11 +262,16 @@ pub fn main(cmd: LoadCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A multi-threaded runtime with a worker per core.
+/// A multi-threaded runtime with a worker per core, without tokio's LIFO
+/// slot: clients woken together then all queue their requests before their
+/// connection's task writes them, in one write (as in the server, see
+/// `.cargo/config.toml`).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    #[cfg(tokio_unstable)]
+    rt.disable_lifo_slot();
+    Ok(rt.build()?)
 }
 
 #[cfg(test)]

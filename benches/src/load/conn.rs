@@ -1,12 +1,15 @@
 //! Endpoints and connections: `host:port` or `http://host:port` endpoints,
 //! `--conns` gRPC connections spread over them round-robin (every client
-//! handle is a clone of one of these), and `--target-leader`.
+//! handle is a clone of one of these; see `transport` for what a connection
+//! is), and `--target-leader`.
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use cairn_proto::etcdserverpb::{StatusRequest, maintenance_client::MaintenanceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http::uri::Authority;
+
+pub use super::transport::Conn;
 
 /// `host:port` of an endpoint given with or without `http://`.
 pub fn host_port(endpoint: &str) -> anyhow::Result<String> {
@@ -25,32 +28,29 @@ pub fn host_port(endpoint: &str) -> anyhow::Result<String> {
 
 /// One gRPC connection (HTTP/2) to `host:port`, connected now: an endpoint
 /// nobody listens on is an error here, within the connect timeout.
-pub async fn connect(host_port: &str, clients: usize) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("http://{host_port}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // Room for every client's request in the channel's queue.
-        .buffer_size(clients.max(1024))
-        // Watch fan-out streams many events to one connection.
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(16 << 20)
-        .connect()
+pub async fn connect(host_port: &str) -> anyhow::Result<Conn> {
+    let authority: Authority = host_port
+        .parse()
+        .with_context(|| format!("{host_port}: not a host:port"))?;
+    // Watch fan-out streams many events to one connection.
+    let settings = super::transport::builder(1 << 20, 16 << 20);
+    let conn = async {
+        let tcp = tokio::net::TcpStream::connect(host_port).await?;
+        tcp.set_nodelay(true)?;
+        anyhow::Ok(Conn::handshake(tcp, authority, &settings).await?)
+    };
+    tokio::time::timeout(Duration::from_secs(5), conn)
         .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after 5 s")))
         .with_context(|| format!("cannot connect to {host_port}"))
 }
 
-/// `conns` connections, round-robin over `endpoints` (`host:port`), for
-/// `clients` clients in all.
-pub async fn connections(
-    endpoints: &[String],
-    conns: usize,
-    clients: usize,
-) -> anyhow::Result<Vec<Channel>> {
+/// `conns` connections, round-robin over `endpoints` (`host:port`).
+pub async fn connections(endpoints: &[String], conns: usize) -> anyhow::Result<Vec<Conn>> {
     anyhow::ensure!(conns >= 1, "--conns must be at least 1");
-    let per_conn = clients.div_ceil(conns);
     let mut out = Vec::with_capacity(conns);
     for i in 0..conns {
-        out.push(connect(&endpoints[i % endpoints.len()], per_conn).await?);
+        out.push(connect(&endpoints[i % endpoints.len()]).await?);
     }
     Ok(out)
 }
@@ -60,7 +60,7 @@ pub async fn connections(
 pub async fn leader(endpoints: &[String]) -> anyhow::Result<String> {
     let mut seen = Vec::new();
     for e in endpoints {
-        let mut m = MaintenanceClient::new(connect(e, 1).await?);
+        let mut m = MaintenanceClient::new(connect(e).await?);
         let s = m
             .status(StatusRequest {})
             .await

@@ -4,8 +4,8 @@
 use cairn_proto::etcdserverpb::{
     PutRequest, RangeRequest, RequestOp, TxnRequest, kv_client::KvClient, request_op,
 };
-use tonic::transport::Channel;
 
+use super::conn::Conn;
 use super::driver::Request;
 use super::keys::Keys;
 use super::spec::Workload;
@@ -13,7 +13,7 @@ use crate::rng::Rng;
 
 /// One client of a KV workload.
 pub struct KvLoad {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: Keys,
     value: Vec<u8>,
     rng: Rng,
@@ -21,10 +21,10 @@ pub struct KvLoad {
 }
 
 impl KvLoad {
-    /// Client number `n` of `workload`, on `channel`.
-    pub fn new(n: usize, channel: Channel, keys: Keys, value: &[u8], workload: &Workload) -> Self {
+    /// Client number `n` of `workload`, on `conn`.
+    pub fn new(n: usize, conn: Conn, keys: Keys, value: &[u8], workload: &Workload) -> Self {
         KvLoad {
-            kv: KvClient::new(channel),
+            kv: KvClient::new(conn),
             keys,
             value: value.to_vec(),
             rng: Rng(n as u64 + 1),

@@ -16,8 +16,8 @@ use cairn_proto::etcdserverpb::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
+use super::conn::Conn;
 use super::driver::{Merged, Request, drive};
 use super::spec::LoadSpec;
 
@@ -30,14 +30,14 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// Opens a keep-alive stream on `channel` for `leases` and checks it with
+    /// Opens a keep-alive stream on `conn` for `leases` and checks it with
     /// one keep-alive of the first.
-    async fn open(channel: Channel, leases: Vec<i64>) -> anyhow::Result<Self> {
+    async fn open(conn: Conn, leases: Vec<i64>) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(2);
         // Queued before the call: a server may send the response headers only
         // with its first message.
         tx.send(LeaseKeepAliveRequest { id: leases[0] }).await?;
-        let responses = LeaseClient::new(channel)
+        let responses = LeaseClient::new(conn)
             .lease_keep_alive(ReceiverStream::new(rx))
             .await
             .context("opening a LeaseKeepAlive stream")?
@@ -79,16 +79,11 @@ impl Request for KeepAlive {
 }
 
 /// Grants `n` leases of `ttl` seconds, `workers` at a time.
-async fn grant(
-    channels: &[Channel],
-    n: usize,
-    ttl: i64,
-    workers: usize,
-) -> anyhow::Result<Vec<i64>> {
+async fn grant(conns: &[Conn], n: usize, ttl: i64, workers: usize) -> anyhow::Result<Vec<i64>> {
     let workers = workers.clamp(1, n.max(1));
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
-            let mut lease = LeaseClient::new(channels[w % channels.len()].clone());
+            let mut lease = LeaseClient::new(conns[w % conns.len()].clone());
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for _ in (w..n).step_by(workers) {
@@ -114,13 +109,13 @@ async fn grant(
 /// Runs the workload.
 pub async fn run(
     spec: &LoadSpec,
-    channels: &[Channel],
+    conns: &[Conn],
     leases: usize,
     ttl: i64,
 ) -> anyhow::Result<(Merged, Duration)> {
     anyhow::ensure!(leases >= 1, "--leases must be at least 1");
     anyhow::ensure!(ttl >= 1, "--lease-ttl must be at least 1 second");
-    let ids = grant(channels, leases, ttl, spec.clients).await?;
+    let ids = grant(conns, leases, ttl, spec.clients).await?;
     let mut clients = Vec::with_capacity(spec.clients);
     for c in 0..spec.clients {
         // Client c keeps leases c, c + clients, ...; with fewer leases than
@@ -130,7 +125,7 @@ pub async fn run(
         } else {
             vec![ids[c % leases]]
         };
-        clients.push(KeepAlive::open(channels[c % channels.len()].clone(), mine).await?);
+        clients.push(KeepAlive::open(conns[c % conns.len()].clone(), mine).await?);
     }
     let label = spec.progress.then_some("lease-keepalive");
     drive(clients, spec.stop, spec.rate, label).await

@@ -10,7 +10,8 @@
 //! * `kv`: put, range, txn-put, txn-mixed; `watch`: watch and watch-latency;
 //!   `lease`: lease-keepalive;
 //! * `keys`: key and value generation; `conn`: endpoints, connections and
-//!   the leader; `summary`: the report and its JSON; `progress`: the bar.
+//!   the leader; `transport`: the HTTP/2 connections under the gRPC
+//!   clients; `summary`: the report and its JSON; `progress`: the bar.
 
 pub mod cli;
 mod conn;
@@ -21,6 +22,7 @@ mod lease;
 mod progress;
 mod spec;
 mod summary;
+mod transport;
 mod watch;
 
 pub use cli::LoadCommand;
@@ -41,7 +43,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<Summary> {
     if spec.target_leader {
         endpoints = vec![conn::leader(&endpoints).await?];
     }
-    let channels = conn::connections(&endpoints, spec.conns, spec.clients).await?;
+    let conns = conn::connections(&endpoints, spec.conns).await?;
     let (merged, duration) = match &spec.workload {
         w @ (Workload::Put
         | Workload::Range { .. }
@@ -50,15 +52,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<Summary> {
             kv::check(w, &spec.keys)?;
             let value = keys::value(spec.val_size);
             let clients = (0..spec.clients)
-                .map(|n| {
-                    kv::KvLoad::new(
-                        n,
-                        channels[n % channels.len()].clone(),
-                        spec.keys,
-                        &value,
-                        w,
-                    )
-                })
+                .map(|n| kv::KvLoad::new(n, conns[n % conns.len()].clone(), spec.keys, &value, w))
                 .collect();
             let label = spec.progress.then_some(w.name());
             driver::drive(clients, spec.stop, spec.rate, label).await?
@@ -67,10 +61,8 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<Summary> {
             watchers,
             streams,
             event_latency,
-        } => watch::run(spec, &channels, *watchers, *streams, *event_latency).await?,
-        Workload::LeaseKeepalive { leases, ttl } => {
-            lease::run(spec, &channels, *leases, *ttl).await?
-        }
+        } => watch::run(spec, &conns, *watchers, *streams, *event_latency).await?,
+        Workload::LeaseKeepalive { leases, ttl } => lease::run(spec, &conns, *leases, *ttl).await?,
     };
     Ok(Summary {
         workload: spec.workload.name().to_string(),

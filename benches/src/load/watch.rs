@@ -27,9 +27,9 @@ use cairn_proto::etcdserverpb::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
-use super::driver::{Merged, Request, Tally, drive};
+use super::conn::Conn;
+use super::driver::{Latencies, Merged, Request, Tally, drive};
 use super::keys::Keys;
 use super::spec::LoadSpec;
 use crate::rng::Rng;
@@ -39,7 +39,7 @@ pub const SILENCE: Duration = Duration::from_secs(10);
 
 /// One putter.
 struct Putter {
-    kv: KvClient<Channel>,
+    kv: KvClient<Conn>,
     keys: Keys,
     value: Vec<u8>,
     rng: Rng,
@@ -70,9 +70,9 @@ struct Stream {
     responses: Streaming<WatchResponse>,
 }
 
-/// Opens a stream on `channel` with `watchers` watchers on `[key, end)` and
+/// Opens a stream on `conn` with `watchers` watchers on `[key, end)` and
 /// waits for the server to confirm each.
-async fn open(channel: Channel, watchers: usize, key: &[u8], end: &[u8]) -> anyhow::Result<Stream> {
+async fn open(conn: Conn, watchers: usize, key: &[u8], end: &[u8]) -> anyhow::Result<Stream> {
     let (tx, rx) = mpsc::channel(watchers + 1);
     // Queued before the call: a server may send the response headers only
     // with its first message.
@@ -87,7 +87,7 @@ async fn open(channel: Channel, watchers: usize, key: &[u8], end: &[u8]) -> anyh
         })
         .await?;
     }
-    let mut responses = WatchClient::new(channel)
+    let mut responses = WatchClient::new(conn)
         .watch(ReceiverStream::new(rx))
         .await
         .context("opening a Watch stream")?
@@ -113,10 +113,10 @@ async fn open(channel: Channel, watchers: usize, key: &[u8], end: &[u8]) -> anyh
 async fn receive(
     mut s: Stream,
     epoch: Option<Instant>,
+    mut tally: Tally,
     delivered: Arc<AtomicU64>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Tally {
-    let mut tally = Tally::<u32>::default();
     loop {
         let m = tokio::select! {
             m = s.responses.message() => m,
@@ -135,7 +135,7 @@ async fn receive(
                         let sent = kv.value.get(..8).map_or(now_ns, |b| {
                             u64::from_le_bytes(b.try_into().expect("8 bytes"))
                         });
-                        tally.record_us(now_ns.saturating_sub(sent) / 1000, 1);
+                        tally.record_us(now_ns.saturating_sub(sent) / 1000);
                     }
                 }
                 let n = r.events.len() as u64;
@@ -161,7 +161,7 @@ async fn receive(
 /// Runs the workload; the merged result counts events as requests.
 pub async fn run(
     spec: &LoadSpec,
-    channels: &[Channel],
+    conns: &[Conn],
     watchers: usize,
     streams: usize,
     event_latency: bool,
@@ -177,24 +177,26 @@ pub async fn run(
     let mut opened = Vec::with_capacity(streams);
     for s in 0..streams {
         let n = watchers / streams + usize::from(s < watchers % streams);
-        opened.push(open(channels[s % channels.len()].clone(), n, &key, &end).await?);
+        opened.push(open(conns[s % conns.len()].clone(), n, &key, &end).await?);
     }
 
     let epoch = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let event_latencies = Latencies::default();
     let receivers: Vec<_> = opened
         .into_iter()
         .map(|s| {
             let stamp = event_latency.then_some(epoch);
-            tokio::spawn(receive(s, stamp, delivered.clone(), stop_rx.clone()))
+            let tally = Tally::new(&event_latencies);
+            tokio::spawn(receive(s, stamp, tally, delivered.clone(), stop_rx.clone()))
         })
         .collect();
 
     let value = super::keys::value(spec.val_size);
     let putters = (0..spec.clients)
         .map(|n| Putter {
-            kv: KvClient::new(channels[n % channels.len()].clone()),
+            kv: KvClient::new(conns[n % conns.len()].clone()),
             keys: spec.keys,
             value: value.clone(),
             rng: Rng(n as u64 + 1),
@@ -229,6 +231,7 @@ pub async fn run(
     for r in receivers {
         events.add(r.await?);
     }
+    events.latency = event_latencies.take();
     if events.ok < expected {
         events.errors.insert(
             format!("events not delivered ({} of {expected} arrived)", events.ok),
