@@ -8,6 +8,8 @@
 //! * [`run`]: bringing a member up (store, raft node) and its background
 //!   work (leases, auto-compaction, publishing itself).
 //! * [`state`]: the state machine — etcd's apply step on the MVCC store.
+//! * [`client_port`]: what the client port answers — gRPC calls straight to
+//!   their service, the rest to the HTTP router.
 //! * [`server`], [`services`], [`http`]: serving clients.
 //! * [`errors`]: the one table of client-visible errors.
 //! * [`tuning`]: storage knobs etcd has no flags for (`CAIRN_*` variables).
