@@ -1,6 +1,7 @@
 //! The apply side: the state machine the node drives, and the thread that
 //! feeds it committed entries so that applying never delays raft's ticks or
-//! the WAL.
+//! the WAL. The one exception: in a one-member cluster the driver applies
+//! small batches itself while this thread is idle ([`InlineApply`]).
 //!
 //! Entries reach the state machine in log order, each exactly once per run;
 //! after a restart the entries after the last WAL snapshot marker are handed
@@ -12,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
@@ -292,71 +295,162 @@ pub(crate) enum Report {
     Synced(std::result::Result<u64, String>),
 }
 
+/// The state machine, shared by the apply thread and the driver. The apply
+/// thread takes every task the driver sends it; the driver may apply a
+/// small batch of committed entries itself, on its own thread, when the
+/// apply thread has nothing left to do (see [`InlineApply`]).
+pub(crate) struct Applier<S> {
+    sm: Mutex<S>,
+    /// Tasks sent to the apply thread and not finished yet (their waiters
+    /// answered, their reports sent). Raised by the driver before it sends,
+    /// lowered by the apply thread after.
+    queued: AtomicUsize,
+}
+
+impl<S> Applier<S> {
+    pub fn new(sm: S) -> Self {
+        Applier {
+            sm: Mutex::new(sm),
+            queued: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What applying a batch gives: the last index applied and each proposer's
+/// answer, to be sent once raft has been told.
+pub(crate) type Answers<O> = (u64, Vec<(u64, Result<Outcome<O>>)>);
+
+/// The driver's way to the state machine, without its type.
+pub(crate) trait InlineApply<O>: Send + Sync {
+    /// Called by the driver before each task it sends the apply thread.
+    fn sending(&self);
+
+    /// Applies `list` on the calling thread when every task sent to the apply
+    /// thread is finished, so log order holds; gives `list` back otherwise.
+    fn apply_here(
+        &self,
+        list: Vec<Committed>,
+        counters: &crate::node::Counters,
+    ) -> std::result::Result<Option<Answers<O>>, Vec<Committed>>;
+}
+
+impl<S: StateMachine> InlineApply<S::Output> for Applier<S> {
+    fn sending(&self) {
+        self.queued.fetch_add(1, SeqCst);
+    }
+
+    fn apply_here(
+        &self,
+        list: Vec<Committed>,
+        counters: &crate::node::Counters,
+    ) -> std::result::Result<Option<Answers<S::Output>>, Vec<Committed>> {
+        if self.queued.load(SeqCst) != 0 {
+            return Err(list);
+        }
+        // Nothing queued: the apply thread has let go of the state machine
+        // (it lowers `queued` only after), and gets nothing new before the
+        // driver, the only sender, returns from here.
+        let mut sm = match self.sm.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(list),
+        };
+        Ok(apply_list(&mut *sm, list, counters))
+    }
+}
+
+/// Applies committed entries in order; `None` if the list was empty.
+fn apply_list<S: StateMachine>(
+    sm: &mut S,
+    list: Vec<Committed>,
+    counters: &crate::node::Counters,
+) -> Option<Answers<S::Output>> {
+    let mut done = Vec::new();
+    let mut last = None;
+    for c in list {
+        match c.what {
+            What::Proposal { request, data } => {
+                let out = sm.apply(c.id, &data);
+                done.push((
+                    request,
+                    if c.replay {
+                        // The state machine skipped it: what it answered is
+                        // not the proposal's outcome.
+                        Err(Error::TimeoutLeaderFail)
+                    } else {
+                        Ok(Outcome::Output(out))
+                    },
+                ));
+            }
+            What::Empty { request } => {
+                sm.apply_other(c.id, None);
+                if request != 0 {
+                    done.push((request, Ok(Outcome::Conf)));
+                }
+            }
+            What::Membership { request, change } => {
+                sm.apply_other(c.id, Some(&change));
+                done.push((request, Ok(Outcome::Conf)));
+            }
+        }
+        counters.applied.store(c.id.index, Relaxed);
+        last = Some(c.id.index);
+    }
+    last.map(|l| (l, done))
+}
+
+/// Answers the proposers of an applied batch, and fails those whose index
+/// was taken by another entry.
+pub(crate) fn answer<O>(
+    waiters: &Waiters<O>,
+    counters: &crate::node::Counters,
+    (last, done): Answers<O>,
+) {
+    for (request, outcome) in done {
+        waiters.complete(request, outcome);
+    }
+    let lost = waiters.fail_lost_through(last);
+    counters.failed.fetch_add(lost as u64, Relaxed);
+}
+
 /// The apply thread's loop; returns when the task channel closes.
 pub(crate) fn run<S: StateMachine>(
-    mut sm: S,
+    applier: &Applier<S>,
     tasks: Receiver<ApplyTask>,
     report: impl Fn(Report),
     waiters: &Waiters<S::Output>,
     counters: &crate::node::Counters,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     while let Ok(task) = tasks.recv() {
+        let mut sm = applier.sm.lock().unwrap_or_else(|e| e.into_inner());
         match task {
             ApplyTask::Entries(list) => {
                 // Apply the batch, tell the driver, and only then answer the
                 // proposers: a proposer that acts on its answer (say, a
                 // membership change right after another) finds raft already
                 // knowing the entry is applied.
-                let mut done = Vec::new();
-                let mut last = None;
-                for c in list {
-                    match c.what {
-                        What::Proposal { request, data } => {
-                            let out = sm.apply(c.id, &data);
-                            done.push((
-                                request,
-                                if c.replay {
-                                    // The state machine skipped it: what it
-                                    // answered is not the proposal's outcome.
-                                    Err(Error::TimeoutLeaderFail)
-                                } else {
-                                    Ok(Outcome::Output(out))
-                                },
-                            ));
-                        }
-                        What::Empty { request } => {
-                            sm.apply_other(c.id, None);
-                            if request != 0 {
-                                done.push((request, Ok(Outcome::Conf)));
-                            }
-                        }
-                        What::Membership { request, change } => {
-                            sm.apply_other(c.id, Some(&change));
-                            done.push((request, Ok(Outcome::Conf)));
-                        }
-                    }
-                    counters.applied.store(c.id.index, Relaxed);
-                    last = Some(c.id.index);
-                }
-                if let Some(i) = last {
-                    report(Report::Applied(i));
-                    for (request, outcome) in done {
-                        waiters.complete(request, outcome);
-                    }
-                    let lost = waiters.fail_lost_through(i);
-                    counters.failed.fetch_add(lost as u64, Relaxed);
+                let applied = apply_list(&mut *sm, list, counters);
+                drop(sm);
+                if let Some(a) = applied {
+                    report(Report::Applied(a.0));
+                    answer(waiters, counters, a);
                 }
             }
             ApplyTask::Restore { file, reply } => {
                 let r = sm.restore(&file);
+                drop(sm);
                 if let Ok(i) = r {
                     counters.applied.store(i, Relaxed);
                 }
                 let _ = reply.send(r);
             }
-            ApplyTask::Sync => report(Report::Synced(sm.sync())),
+            ApplyTask::Sync => {
+                let r = sm.sync();
+                drop(sm);
+                report(Report::Synced(r));
+            }
         }
+        applier.queued.fetch_sub(1, SeqCst);
     }
 }
 

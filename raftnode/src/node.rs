@@ -400,14 +400,16 @@ impl<O: Send + 'static> Node<O> {
             }
         }
         let (apply_tx, apply_rx) = channel();
+        let applier = Arc::new(apply::Applier::new(sm));
         let apply_thread = {
             let shared = shared.clone();
             let tx = tx.clone();
+            let applier = applier.clone();
             std::thread::Builder::new()
                 .name("cairn-raft-apply".into())
                 .spawn(move || {
                     apply::run(
-                        sm,
+                        &applier,
                         apply_rx,
                         |r| {
                             let _ = tx.send(Input::Apply(r));
@@ -426,7 +428,7 @@ impl<O: Send + 'static> Node<O> {
             transport.clone(),
             rx,
             tx.clone(),
-            apply_tx,
+            (apply_tx, applier),
             shared.clone(),
             source,
         )?;

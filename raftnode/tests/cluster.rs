@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_raftnode::Error;
@@ -27,6 +28,48 @@ fn a_single_member_elects_itself_and_applies_proposals_in_order() {
     let idx = propose_all(&c, 0, &data);
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "indexes grow: {idx:?}");
     assert_eq!(c.applied(0).data(), data);
+}
+
+#[test]
+fn a_single_member_applies_small_batches_itself_and_keeps_log_order() {
+    // A snapshot every 20 entries: the apply thread's syncs come between
+    // the batches the raft thread applies.
+    let c = Cluster::with_snapshots(1, 20, 10);
+    c.leader(T);
+    let one = payloads("one", 60);
+    let mut idx = propose_all(&c, 0, &one);
+    let burst = payloads("burst", 400);
+    let node = c.node(0);
+    idx.extend(c.rt.block_on(futures_join(burst.iter().map(|d| node.propose(d)))));
+    let more = payloads("more", 20);
+    idx.extend(propose_all(&c, 0, &more));
+    let all: Vec<Vec<u8>> = one.into_iter().chain(burst).chain(more).collect();
+
+    let a = c.applied(0);
+    assert_eq!(a.entries.len(), all.len(), "each proposal applied once");
+    assert!(
+        a.entries.windows(2).all(|w| w[0].0 < w[1].0),
+        "applied in log order"
+    );
+    let at: BTreeMap<u64, &Vec<u8>> = a.entries.iter().map(|(i, d)| (*i, d)).collect();
+    for (d, i) in all.iter().zip(&idx) {
+        assert_eq!(
+            at[i], d,
+            "the proposer of {i} was answered with its own entry"
+        );
+    }
+    let appliers = c.members[0]
+        .as_ref()
+        .unwrap()
+        .appliers
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        appliers.contains_key("cairn-raft") && appliers.contains_key("cairn-raft-apply"),
+        "small batches on the raft thread, large ones on the apply thread: {appliers:?}"
+    );
+    c.wait_compacted(0, 400, T);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! directories, and a state machine that records exactly what it applied.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ impl Applied {
 /// crash loses what was applied since, and the node replays it.
 pub struct TestSm {
     pub state: Arc<Mutex<Applied>>,
+    /// How many entries each thread (by name) applied.
+    pub appliers: Arc<Mutex<BTreeMap<String, usize>>>,
     file: PathBuf,
     durable: u64,
 }
@@ -79,6 +82,7 @@ impl TestSm {
         (
             TestSm {
                 state: state.clone(),
+                appliers: Arc::default(),
                 file,
                 durable,
             },
@@ -102,6 +106,8 @@ impl StateMachine for TestSm {
     }
 
     fn apply(&mut self, entry: EntryId, data: &[u8]) -> u64 {
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        *self.appliers.lock().unwrap().entry(thread).or_default() += 1;
         let mut a = self.state.lock().unwrap();
         if entry.index > a.last {
             a.entries.push((entry.index, data.to_vec()));
@@ -251,6 +257,7 @@ pub struct Spec {
 pub struct Running {
     pub node: Node<u64>,
     pub state: Arc<Mutex<Applied>>,
+    pub appliers: Arc<Mutex<BTreeMap<String, usize>>>,
     pub gate: Gate,
 }
 
@@ -486,11 +493,13 @@ pub fn start_node(
         Wal::create(&wal_dir, WalOptions::default(), &cfg.id.to_be_bytes())?
     };
     let (sm, state) = TestSm::open(dir);
+    let appliers = sm.appliers.clone();
     let source = Arc::new(TestSource(state.clone()));
     let node = Node::start(cfg, wal, sm, source, rt.handle().clone())?;
     Ok(Running {
         node,
         state,
+        appliers,
         gate: Gate::default(),
     })
 }
