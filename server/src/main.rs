@@ -12,6 +12,7 @@
 //!   their service, the rest to the HTTP router.
 //! * [`server`], [`services`], [`http`]: serving clients.
 //! * [`errors`]: the one table of client-visible errors.
+//! * [`coalesce`]: one write for the answers a connection has ready.
 //! * [`tuning`]: storage knobs etcd has no flags for (`CAIRN_*` variables).
 //!
 //! ## Invariants
@@ -25,6 +26,7 @@
 //! * Never modifies a data directory that is not cairn's.
 
 mod client_port;
+mod coalesce;
 mod config;
 mod convert;
 mod errors;
@@ -198,7 +200,8 @@ fn main() -> anyhow::Result<()> {
     // task, as it answers, wakes its connection's task, which then writes
     // and flushes that one answer: one writev per response. Without the
     // slot the connection runs after the other answered calls and writes
-    // them together.
+    // them together (and `coalesce` holds a write back once while other
+    // tasks are ready to run).
     #[cfg(tokio_unstable)]
     rt.disable_lifo_slot();
     let rt = rt.build()?;

@@ -365,7 +365,9 @@ pub async fn serve(
         let _ = sock.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(crate::h2_authority::FixAuthority::new(sock));
+            let io = hyper_util::rt::TokioIo::new(crate::coalesce::CoalesceWrites::new(
+                crate::h2_authority::FixAuthority::new(sock),
+            ));
             let mut b =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             b.http2().max_concurrent_streams(max_streams);
