@@ -7,7 +7,8 @@
 //! * [`node`]: start a member; propose, read, change the membership.
 //! * [`driver`] (private): the thread that owns raft and the WAL and handles
 //!   each `Ready` in raft's required order.
-//! * [`apply`]: the state machine interface and the thread that feeds it.
+//! * [`apply`]: the state machine interface and the thread that feeds it
+//!   (in a one-member cluster the driver applies small batches itself).
 //! * [`storage`]: raft-rs's `Storage`, in memory over what the WAL holds.
 //! * [`transport`]: messages and snapshots between members.
 //! * [`member`], [`entry`], [`ids`]: membership, entry formats, etcd's ids.
@@ -21,6 +22,8 @@
 //!   durably, so a restart always finds every entry it must replay.
 //! * A proposal's waiter is told "leader changed" only when another entry
 //!   was applied at its index: the proposal certainly did not apply.
+//! * Committed entries reach the state machine once each, in log order,
+//!   whichever thread applies them.
 //!
 //! ## Never
 //!
