@@ -13,15 +13,7 @@ set -euo pipefail
 bin=$1 port=$2
 shift 2
 bench=${BENCH:-./target/release/cairn-bench}
-d=$(mktemp -d)
-"$bin" --data-dir "$d/data" --listen-client-urls "http://127.0.0.1:$port" \
-    --advertise-client-urls "http://127.0.0.1:$port" \
-    --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-    --initial-cluster "default=http://127.0.0.1:$((port + 1))" >"$d/server.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$d"' EXIT
-sleep 3
+. "$(dirname "$0")/start-server.sh"
 "$bench" put --clients 1 --conns 1 --total 2000 --endpoints "127.0.0.1:$port" >/dev/null
 # One line per thread: tid name voluntary involuntary ticks.
 threads() {
