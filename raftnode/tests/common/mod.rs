@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cairn_raftnode::member::Member;
 use cairn_raftnode::transport::{Acceptor, BoxFuture, BoxStream, Connector, PlainTcp};
 use cairn_raftnode::{
-    EntryId, MembershipChange, Node, NodeConfig, Role, SnapshotSource, StateMachine, ids,
+    EntryId, MembershipChange, Metrics, Node, NodeConfig, Role, SnapshotSource, StateMachine, ids,
 };
 use cairn_wal::{Wal, WalOptions};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -280,14 +280,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Reserves a port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../testing/port.rs"]
+mod port;
+pub use port::free_port;
 
 pub fn spec(tmp: &Path, url_port: u16, name: &str, added_at: Option<i64>) -> Spec {
     let url = format!("http://127.0.0.1:{url_port}");
@@ -433,6 +428,25 @@ impl Cluster {
                 "member {i} never compacted past {index}"
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Member `i`'s counters once `ready` holds of them, or as they stand
+    /// after `within`. A counter is bumped after the state machine shows the
+    /// effect it counts, so a test that just saw the effect waits for it.
+    pub fn metrics_when(
+        &self,
+        i: usize,
+        within: Duration,
+        ready: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.node(i).metrics();
+            if ready(&m) || Instant::now() >= deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
