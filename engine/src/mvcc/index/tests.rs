@@ -4,6 +4,16 @@ fn r(main: i64) -> Revision {
     Revision::new(main, 0)
 }
 
+/// What a lookup finds: the record at `main`, in the generation created at
+/// `created`, `version` puts into it.
+fn found(main: i64, created: i64, version: i64) -> Option<Found> {
+    Some(Found {
+        rev: r(main),
+        created,
+        version,
+    })
+}
+
 fn rec(key: &[u8], rev: Revision, tombstone: bool, created: i64, version: i64) -> StoredRecord<'_> {
     StoredRecord::new(key, rev, tombstone, created, version, 0)
 }
@@ -22,39 +32,11 @@ fn example() -> KeyHistory {
 fn reads_at_every_revision() {
     let h = example();
     assert_eq!(h.get(1), None);
-    assert_eq!(
-        h.get(2),
-        Some(Found {
-            rev: r(2),
-            created: 2,
-            version: 1
-        })
-    );
-    assert_eq!(
-        h.get(3),
-        Some(Found {
-            rev: r(3),
-            created: 2,
-            version: 2
-        })
-    );
+    assert_eq!(h.get(2), found(2, 2, 1));
+    assert_eq!(h.get(3), found(3, 2, 2));
     assert_eq!(h.get(4), None);
-    assert_eq!(
-        h.get(5),
-        Some(Found {
-            rev: r(5),
-            created: 5,
-            version: 1
-        })
-    );
-    assert_eq!(
-        h.get(100),
-        Some(Found {
-            rev: r(5),
-            created: 5,
-            version: 1
-        })
-    );
+    assert_eq!(h.get(5), found(5, 5, 1));
+    assert_eq!(h.get(100), found(5, 5, 1));
 }
 
 #[test]
@@ -64,14 +46,7 @@ fn compaction_keeps_the_newest_revision_at_or_below_and_drops_dead_generations()
     assert_eq!(h.compact(2), (Some(r(2)), false));
     assert_eq!(h.revisions(), vec![r(2), r(3), r(4), r(5)]);
     assert_eq!(h.compact(3), (Some(r(3)), false));
-    assert_eq!(
-        h.get(3),
-        Some(Found {
-            rev: r(3),
-            created: 2,
-            version: 2
-        })
-    );
+    assert_eq!(h.get(3), found(3, 2, 2));
     // The generation deleted at 4 goes entirely.
     assert_eq!(h.compact(4), (None, false));
     assert_eq!(h.revisions(), vec![r(5)]);
@@ -88,22 +63,8 @@ fn restored_records_carry_creation_and_version_across_compacted_history() {
     // Revisions 2 and 3 of "k" were compacted away; 4 holds version 3.
     idx.restore(&rec(b"k", r(4), false, 2, 3));
     idx.restore(&rec(b"k", r(6), false, 0, 0));
-    assert_eq!(
-        idx.get(b"k", 4),
-        Some(Found {
-            rev: r(4),
-            created: 2,
-            version: 3
-        })
-    );
-    assert_eq!(
-        idx.get(b"k", 6),
-        Some(Found {
-            rev: r(6),
-            created: 2,
-            version: 4
-        })
-    );
+    assert_eq!(idx.get(b"k", 4), found(4, 2, 3));
+    assert_eq!(idx.get(b"k", 6), found(6, 2, 4));
     idx.restore(&rec(b"k", r(7), true, 0, 0));
     assert_eq!(idx.get(b"k", 7), None);
     // A tombstone whose puts are gone does not break the rebuild.
