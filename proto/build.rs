@@ -23,8 +23,11 @@ const PROTOS: &[&str] = &[
     "proto/leasepb/lease.proto",
     "proto/v3lockpb/v3lock.proto",
     "proto/v3electionpb/v3election.proto",
+    "proto/grpc/health/v1/health.proto",
 ];
 
+/// Packages given serde impls (the JSON gateway's); gRPC's health package has
+/// no gateway path.
 const PACKAGES: &[&str] = &[
     "mvccpb",
     "authpb",

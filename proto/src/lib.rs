@@ -11,7 +11,8 @@
 //!   KvServer}`, `etcdserverpb::kv_client::KvClient`, likewise `watch_*`,
 //!   `lease_*`, `cluster_*`, `maintenance_*`, `auth_*`, and
 //!   `v3lockpb::lock_*`, `v3electionpb::election_*` (gRPC paths such as
-//!   `/etcdserverpb.KV/Range`);
+//!   `/etcdserverpb.KV/Range`), and gRPC's standard health service,
+//!   [`grpc_health_v1`] (`/grpc.health.v1.Health/Check`);
 //! * cairn's raft entry, [`etcdserverpb::InternalRaftRequest`];
 //! * serde `Serialize`/`Deserialize` for every message, following etcd's JSON
 //!   gateway, with the helpers in [`json`].
@@ -73,4 +74,10 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+}
+
+/// gRPC's standard `grpc.health.v1` package: the Health service etcd serves
+/// beside its own (no JSON: it has no gateway path).
+pub mod grpc_health_v1 {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
 }

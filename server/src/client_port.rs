@@ -23,6 +23,7 @@ use cairn_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use cairn_proto::grpc_health_v1::health_server::HealthServer;
 use hyper::body::Incoming;
 use tonic::codegen::Service;
 
@@ -30,8 +31,8 @@ use crate::errors;
 use crate::http;
 use crate::server::EtcdServer;
 use crate::services::{
-    cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService,
-    watch::WatchService,
+    cluster::ClusterService, health::HealthService, kv::KvService, lease::LeaseService,
+    maintenance::MaintenanceService, watch::WatchService,
 };
 
 struct Services {
@@ -40,6 +41,7 @@ struct Services {
     lease: LeaseServer<LeaseService>,
     cluster: ClusterServer<ClusterService>,
     maintenance: MaintenanceServer<MaintenanceService>,
+    health: HealthServer<HealthService>,
     http: axum::Router,
 }
 
@@ -65,6 +67,7 @@ impl ClientPort {
             lease: limited!(LeaseServer, LeaseService),
             cluster: limited!(ClusterServer, ClusterService),
             maintenance: limited!(MaintenanceServer, MaintenanceService),
+            health: HealthServer::new(HealthService),
             http: http::client(srv.clone(), gateway).fallback(http::not_found),
         }))
     }
@@ -101,15 +104,16 @@ impl Service<Request<Incoming>> for ClientPort {
         let service = req
             .uri()
             .path()
-            .strip_prefix("/etcdserverpb.")
+            .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
             .map(|(service, _)| service);
         match service {
-            Some("KV") => grpc(s.kv.clone(), req),
-            Some("Watch") => grpc(s.watch.clone(), req),
-            Some("Lease") => grpc(s.lease.clone(), req),
-            Some("Cluster") => grpc(s.cluster.clone(), req),
-            Some("Maintenance") => grpc(s.maintenance.clone(), req),
+            Some("etcdserverpb.KV") => grpc(s.kv.clone(), req),
+            Some("etcdserverpb.Watch") => grpc(s.watch.clone(), req),
+            Some("etcdserverpb.Lease") => grpc(s.lease.clone(), req),
+            Some("etcdserverpb.Cluster") => grpc(s.cluster.clone(), req),
+            Some("etcdserverpb.Maintenance") => grpc(s.maintenance.clone(), req),
+            Some("grpc.health.v1.Health") => grpc(s.health.clone(), req),
             _ => {
                 let mut http = s.http.clone();
                 let req = req.map(Body::new);

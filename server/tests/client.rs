@@ -1,5 +1,6 @@
 //! The core flows through the Rust `etcd-client` crate (tonic), against the
-//! real `cairn` binary.
+//! real `cairn` binary; and gRPC's standard health service through a tonic
+//! client of cairn-proto's.
 
 mod common;
 
@@ -220,4 +221,52 @@ async fn status_members_and_hashes_through_etcd_client() {
     assert_eq!(h1, h2);
     cl.put("b", "2", None).await.unwrap();
     assert_ne!(cl.hash_kv(0).await.unwrap().hash(), h1);
+}
+
+/// What a gRPC health client sees at `url`. (The same checks pass against
+/// etcd 3.4.23: checked on 2026-12-02 by pointing this function at it.)
+async fn grpc_health_as_etcd_serves_it(url: String) {
+    use cairn_proto::grpc_health_v1::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let ch = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connecting");
+    let mut h = HealthClient::new(ch);
+    let ask = |s: &str| HealthCheckRequest {
+        service: s.to_string(),
+    };
+    // The server as a whole is serving; no other name is known.
+    let r = h.check(ask("")).await.expect("check").into_inner();
+    assert_eq!(r.status(), ServingStatus::Serving);
+    for unknown in ["etcdserverpb.KV", "nope"] {
+        let e = h.check(ask(unknown)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{unknown}: {e:?}");
+        assert_eq!(e.message(), "unknown service");
+    }
+    // Watch: the status now, then the stream stays open with nothing more.
+    for (service, want) in [
+        ("", ServingStatus::Serving),
+        ("nope", ServingStatus::ServiceUnknown),
+    ] {
+        let mut w = h.watch(ask(service)).await.expect("watch").into_inner();
+        let first = w.message().await.expect("first answer").expect("an answer");
+        assert_eq!(first.status(), want, "{service:?}");
+        let more = tokio::time::timeout(Duration::from_millis(300), w.message()).await;
+        assert!(more.is_err(), "{service:?}: the stream went on: {more:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_health_service_reports_the_server_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    grpc_health_as_etcd_serves_it(c.spec.client_url()).await;
+    // The etcd services on the same port are unaffected.
+    let mut cl = connect(&c).await;
+    cl.put("after", "health", None).await.unwrap();
+    let r = cl.get("after", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value(), b"health");
 }
