@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use tonic::codegen::Service;
 
 use crate::errors;
+use crate::grpc_metrics::{self, Counted, GrpcMetrics};
 use crate::http;
 use crate::server::EtcdServer;
 use crate::services::{
@@ -43,6 +44,7 @@ struct Services {
     maintenance: MaintenanceServer<MaintenanceService>,
     health: HealthServer<HealthService>,
     http: axum::Router,
+    grpc_metrics: Arc<GrpcMetrics>,
 }
 
 /// The client port's service (cheap to clone: one per connection).
@@ -69,6 +71,7 @@ impl ClientPort {
             maintenance: limited!(MaintenanceServer, MaintenanceService),
             health: HealthServer::new(HealthService),
             http: http::client(srv.clone(), gateway).fallback(http::not_found),
+            grpc_metrics: srv.metrics.grpc.clone(),
         }))
     }
 }
@@ -100,6 +103,32 @@ impl Service<Request<Incoming>> for ClientPort {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Answer {
+        let s = &*self.0;
+        let Some(m) = s.grpc_metrics.method(req.uri().path()).cloned() else {
+            return self.route(req.map(|b| Counted::request(b, None)));
+        };
+        let stream = grpc_metrics::start(&m);
+        let answer = self.route(req.map(|b| Counted::request(b, stream.clone())));
+        Box::pin(async move {
+            let r = answer.await?;
+            Ok(match stream {
+                None => {
+                    grpc_metrics::unary_answered(&m, r.headers());
+                    r
+                }
+                Some(m) => {
+                    let (parts, body) = r.into_parts();
+                    let body = Counted::answer(body, m, &parts.headers);
+                    Response::from_parts(parts, Body::new(body))
+                }
+            })
+        })
+    }
+}
+
+impl ClientPort {
+    /// The service that answers `req`, by its path.
+    fn route(&self, req: Request<Counted<Incoming>>) -> Answer {
         let s = &*self.0;
         let service = req
             .uri()

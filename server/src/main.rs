@@ -30,6 +30,7 @@ mod coalesce;
 mod config;
 mod convert;
 mod errors;
+mod grpc_metrics;
 mod h2_authority;
 mod http;
 mod lessor;

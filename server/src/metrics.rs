@@ -4,8 +4,10 @@
 //! from the raft node, the WAL and the store when scraped.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::grpc_metrics::GrpcMetrics;
 use crate::server::EtcdServer;
 
 #[derive(Debug, Default)]
@@ -48,6 +50,8 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     pub health_success: Counter,
     pub health_failures: Counter,
+    /// The gRPC server's call counters (`grpc_server_*`).
+    pub grpc: Arc<GrpcMetrics>,
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -284,5 +288,102 @@ pub fn render(s: &EtcdServer) -> String {
         "Total number of bytes written in WAL.",
         w.bytes_written,
     );
+    m.grpc.render(&mut o);
+    process(&mut o);
     o
+}
+
+/// The process's own figures — Prometheus's `process_*` and etcd's
+/// `os_fd_*` — from `/proc/self`; one that cannot be read is left out.
+fn process(o: &mut String) {
+    // Linux reports CPU times in USER_HZ, 100 per second on every platform.
+    const TICKS: f64 = 100.0;
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let limits = read("/proc/self/limits");
+    // The soft limit (the first number) of a line of /proc/self/limits;
+    // `None` for "unlimited".
+    let limit = |name: &str| -> Option<Option<f64>> {
+        let rest = limits.lines().find_map(|l| l.strip_prefix(name))?;
+        let soft = rest.split_whitespace().next()?;
+        Some(soft.parse().ok())
+    };
+    let status = read("/proc/self/status");
+    let kib = |name: &str| -> Option<f64> {
+        let rest = status.lines().find_map(|l| l.strip_prefix(name))?;
+        Some(rest.split_whitespace().next()?.parse::<f64>().ok()? * 1024.0)
+    };
+    let stat = read("/proc/self/stat");
+    // Fields after the command name, from the state (field 3) on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
+    let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
+    let boot = read("/proc/stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok());
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as f64);
+    let max_fds = limit("Max open files").flatten();
+    let rows: [(&str, &str, &str, Option<f64>); 9] = [
+        (
+            "os_fd_limit",
+            "gauge",
+            "The file descriptor limit.",
+            max_fds,
+        ),
+        (
+            "os_fd_used",
+            "gauge",
+            "The number of used file descriptors.",
+            open_fds,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max_fds,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            open_fds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            kib("VmRSS:"),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot.zip(field(22)).map(|(b, t)| b + t / TICKS),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            kib("VmSize:"),
+        ),
+        (
+            "process_virtual_memory_max_bytes",
+            "gauge",
+            "Maximum amount of virtual memory available in bytes.",
+            limit("Max address space").map(|l| l.unwrap_or(u64::MAX as f64)),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        if let Some(v) = value {
+            line(o, name, kind, help, v);
+        }
+    }
 }

@@ -575,7 +575,175 @@ fn metrics_carry_etcds_main_series_with_sane_values() {
     }
     assert!(metric(&m, &format!("{name}_sum")) > 0.0);
     assert!(metric(&m, "etcd_disk_wal_write_bytes_total") > 0.0);
+    // The process's own figures.
+    let fds = metric(&m, "process_open_fds");
+    assert!(fds >= 3.0, "{fds}");
+    assert_eq!(metric(&m, "os_fd_used"), fds);
+    assert_eq!(metric(&m, "os_fd_limit"), metric(&m, "process_max_fds"));
+    assert!(metric(&m, "process_max_fds") >= fds);
+    let rss = metric(&m, "process_resident_memory_bytes");
+    assert!(
+        rss > 1_048_576.0 && rss <= metric(&m, "process_virtual_memory_bytes"),
+        "{rss}"
+    );
+    assert!(metric(&m, "process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&m, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
+    assert!(m.contains("# TYPE process_cpu_seconds_total counter\n"));
     // Every series has its HELP and TYPE.
     assert!(m.contains("# TYPE etcd_server_has_leader gauge\n"));
     assert!(m.contains(&format!("# TYPE {name} histogram\n")));
+}
+
+#[test]
+fn grpc_server_series_count_calls_messages_and_codes_as_etcd_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    let scrape = || curl("GET", &c.url("/metrics"), None, WAIT).body;
+    let series = |name: &str, service: &str, method: &str, kind: &str| {
+        format!(
+            "{name}{{grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        )
+    };
+    let handled = |code: &str, service: &str, method: &str, kind: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        )
+    };
+    let kv = |name: &str, method: &str| series(name, "etcdserverpb.KV", method, "unary");
+    let before = scrape();
+    // Every method etcd registers is there from the start, Auth's too.
+    assert_eq!(
+        metric(
+            &before,
+            &series(
+                "grpc_server_started_total",
+                "etcdserverpb.Auth",
+                "AuthEnable",
+                "unary"
+            )
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &before,
+            &handled(
+                "Unavailable",
+                "etcdserverpb.Lease",
+                "LeaseKeepAlive",
+                "bidi_stream"
+            )
+        ),
+        0.0
+    );
+    let delta = |now: &str, s: &str| metric(now, s) - metric(&before, s);
+
+    // Unary: three puts; a range at a future revision fails with OutOfRange.
+    for v in ["1", "2", "3"] {
+        c.ok(&["put", "k", v]);
+    }
+    assert_eq!(
+        c.fails(&["get", "k", "--rev", "100"]),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    let m = scrape();
+    for name in [
+        "grpc_server_started_total",
+        "grpc_server_msg_received_total",
+        "grpc_server_msg_sent_total",
+    ] {
+        assert_eq!(delta(&m, &kv(name, "Put")), 3.0, "{name}");
+    }
+    assert_eq!(
+        delta(&m, &handled("OK", "etcdserverpb.KV", "Put", "unary")),
+        3.0
+    );
+    assert_eq!(delta(&m, &kv("grpc_server_started_total", "Range")), 1.0);
+    assert_eq!(
+        delta(&m, &kv("grpc_server_msg_received_total", "Range")),
+        1.0
+    );
+    assert_eq!(delta(&m, &kv("grpc_server_msg_sent_total", "Range")), 0.0);
+    assert_eq!(
+        delta(
+            &m,
+            &handled("OutOfRange", "etcdserverpb.KV", "Range", "unary")
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(&m, &handled("OK", "etcdserverpb.KV", "Range", "unary")),
+        0.0
+    );
+
+    // A bidi stream: one watch, its create request, then two events; when
+    // the watcher goes away, the call ends Canceled.
+    let w = |name: &str| series(name, "etcdserverpb.Watch", "Watch", "bidi_stream");
+    let watcher = c.spawn(&["watch", "w"]);
+    eventually(WAIT, "the watch to be created", || {
+        let m = scrape();
+        (delta(&m, &w("grpc_server_msg_sent_total")) >= 1.0).then_some(())
+    });
+    c.ok(&["put", "w", "x"]);
+    c.ok(&["put", "w", "y"]);
+    assert_eq!(watcher.lines(6, WAIT), ["PUT", "w", "x", "PUT", "w", "y"]);
+    let m = scrape();
+    assert_eq!(delta(&m, &w("grpc_server_started_total")), 1.0);
+    assert_eq!(delta(&m, &w("grpc_server_msg_received_total")), 1.0);
+    // The created answer and one answer per event (etcdctl's puts are
+    // separate revisions, so separate answers).
+    assert_eq!(delta(&m, &w("grpc_server_msg_sent_total")), 3.0);
+    drop(watcher);
+    eventually(WAIT, "the watch to be counted as ended", || {
+        let m = scrape();
+        let canceled = delta(
+            &m,
+            &handled("Canceled", "etcdserverpb.Watch", "Watch", "bidi_stream"),
+        );
+        (canceled == 1.0).then_some(())
+    });
+
+    // A lease keep-alive, once: one message each way on a bidi stream that
+    // the client then closes.
+    let id = c.ok(&["lease", "grant", "60"]);
+    let id = id.split_whitespace().nth(1).unwrap().to_string();
+    c.ok(&["lease", "keep-alive", "--once", &id]);
+    let ka = |name: &str| series(name, "etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream");
+    let m = scrape();
+    assert_eq!(delta(&m, &ka("grpc_server_started_total")), 1.0);
+    assert_eq!(delta(&m, &ka("grpc_server_msg_received_total")), 1.0);
+    assert_eq!(delta(&m, &ka("grpc_server_msg_sent_total")), 1.0);
+    // The client ends the stream by cancelling it. (etcd 3.4 counts that
+    // one Unavailable: its keep-alive handler turns a cancelled context
+    // into "no leader". cairn counts what happened.)
+    eventually(WAIT, "the keep-alive stream to be counted as ended", || {
+        let m = scrape();
+        let code = |c: &str| {
+            delta(
+                &m,
+                &handled(c, "etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream"),
+            )
+        };
+        (code("Canceled") == 1.0 && code("OK") == 0.0 && code("Unavailable") == 0.0).then_some(())
+    });
+    assert_eq!(
+        delta(
+            &m,
+            &series(
+                "grpc_server_started_total",
+                "etcdserverpb.Lease",
+                "LeaseGrant",
+                "unary"
+            )
+        ),
+        1.0
+    );
 }
