@@ -24,7 +24,7 @@ use crate::server::EtcdServer;
 use crate::services::cluster::ClusterService;
 use crate::services::kv::KvService;
 use crate::services::lease::{LeaseService, keep_alive_session};
-use crate::services::maintenance::{ETCD_VERSION, MaintenanceService};
+use crate::services::maintenance::{CLUSTER_VERSION, ETCD_VERSION, MaintenanceService};
 use crate::services::watch;
 
 type Srv = Arc<EtcdServer>;
@@ -283,7 +283,8 @@ async fn health(State(s): State<Srv>, Query(q): Query<HealthQuery>) -> Response 
 async fn version() -> Response {
     json_response(
         StatusCode::OK,
-        format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"3.4.0"}}"#).into_bytes(),
+        format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{CLUSTER_VERSION}.0"}}"#)
+            .into_bytes(),
     )
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::grpc_metrics::GrpcMetrics;
 use crate::server::EtcdServer;
+use crate::services::maintenance::CLUSTER_VERSION;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -40,7 +41,71 @@ impl Gauge {
     }
 }
 
-#[derive(Debug, Default)]
+/// A latency histogram under fixed bounds (seconds, or whatever unit the
+/// bounds are in: `observe` takes the value in that unit).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One per bound, and one past every bound.
+    counts: Vec<AtomicU64>,
+    /// The sum, in millionths of the unit.
+    sum_micro: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::default()).collect(),
+            sum_micro: AtomicU64::default(),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.partition_point(|&b| b < v);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
+    }
+
+    /// Observes the seconds from now until the guard is dropped.
+    pub fn time(&self) -> Timer<'_> {
+        Timer(self, std::time::Instant::now())
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let sum = self.sum_micro.load(Relaxed) as f64 / 1e6;
+        histogram(out, name, help, self.bounds, &counts, sum);
+    }
+}
+
+/// See [`Histogram::time`].
+pub struct Timer<'a>(&'a Histogram, std::time::Instant);
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.0.observe(self.1.elapsed().as_secs_f64());
+    }
+}
+
+/// etcd's buckets (Prometheus's exponential buckets: start, ×2, count).
+const DEFRAG_BUCKETS: [f64; 13] = exponential(0.1);
+const SNAPSHOT_BUCKETS: [f64; 17] = exponential(0.01);
+const HASH_BUCKETS: [f64; 15] = exponential(0.01);
+
+const fn exponential<const N: usize>(start: f64) -> [f64; N] {
+    let mut b = [0.0; N];
+    let mut i = 0;
+    let mut v = start;
+    while i < N {
+        b[i] = v;
+        v *= 2.0;
+        i += 1;
+    }
+    b
+}
+
+#[derive(Debug)]
 pub struct Metrics {
     pub range_total: Counter,
     pub put_total: Counter,
@@ -52,6 +117,32 @@ pub struct Metrics {
     pub health_failures: Counter,
     /// The gRPC server's call counters (`grpc_server_*`).
     pub grpc: Arc<GrpcMetrics>,
+    pub defrag_inflight: Gauge,
+    pub defrag_seconds: Histogram,
+    pub snapshot_seconds: Histogram,
+    pub hash_seconds: Histogram,
+    pub hash_rev_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            range_total: Counter::default(),
+            put_total: Counter::default(),
+            delete_total: Counter::default(),
+            txn_total: Counter::default(),
+            watchers: Gauge::default(),
+            watch_streams: Gauge::default(),
+            health_success: Counter::default(),
+            health_failures: Counter::default(),
+            grpc: Arc::default(),
+            defrag_inflight: Gauge::default(),
+            defrag_seconds: Histogram::new(&DEFRAG_BUCKETS),
+            snapshot_seconds: Histogram::new(&SNAPSHOT_BUCKETS),
+            hash_seconds: Histogram::new(&HASH_BUCKETS),
+            hash_rev_seconds: Histogram::new(&HASH_BUCKETS),
+        }
+    }
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -288,6 +379,37 @@ pub fn render(s: &EtcdServer) -> String {
         "Total number of bytes written in WAL.",
         w.bytes_written,
     );
+    line(
+        &mut o,
+        "etcd_disk_defrag_inflight",
+        "gauge",
+        "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+        m.defrag_inflight.get(),
+    );
+    m.defrag_seconds.render(
+        &mut o,
+        "etcd_disk_backend_defrag_duration_seconds",
+        "The latency distribution of backend defragmentation.",
+    );
+    m.snapshot_seconds.render(
+        &mut o,
+        "etcd_disk_backend_snapshot_duration_seconds",
+        "The latency distribution of backend snapshots.",
+    );
+    m.hash_seconds.render(
+        &mut o,
+        "etcd_mvcc_hash_duration_seconds",
+        "The latency distribution of storage hash operation.",
+    );
+    m.hash_rev_seconds.render(
+        &mut o,
+        "etcd_mvcc_hash_rev_duration_seconds",
+        "The latency distribution of storage hash by revision operation.",
+    );
+    let _ = writeln!(
+        o,
+        "# HELP etcd_cluster_version Which version is running. 1 for 'cluster_version' label with current cluster version\n# TYPE etcd_cluster_version gauge\netcd_cluster_version{{cluster_version=\"{CLUSTER_VERSION}\"}} 1"
+    );
     m.grpc.render(&mut o);
     process(&mut o);
     o
@@ -385,5 +507,29 @@ fn process(o: &mut String) {
         if let Some(v) = value {
             line(o, name, kind, help, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_a_value_under_the_first_bound_not_below_it() {
+        assert_eq!(HASH_BUCKETS[0], 0.01);
+        assert_eq!(HASH_BUCKETS[14], 163.84);
+        assert_eq!(DEFRAG_BUCKETS[12], 409.6);
+        let h = Histogram::new(&DEFRAG_BUCKETS);
+        for v in [0.05, 0.1, 0.1001, 500.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.2\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"409.6\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count 4\n"), "{out}");
+        assert!(out.contains("x_sum 500.2501\n"), "{out}");
     }
 }

@@ -747,3 +747,57 @@ fn grpc_server_series_count_calls_messages_and_codes_as_etcd_does() {
         1.0
     );
 }
+
+#[test]
+fn maintenance_calls_are_timed_in_etcds_histograms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    let scrape = || curl("GET", &c.url("/metrics"), None, WAIT).body;
+    c.ok(&["put", "k", "v"]);
+    let before = scrape();
+    assert_eq!(metric(&before, "etcd_disk_defrag_inflight"), 0.0);
+    assert_eq!(
+        metric(&before, "etcd_cluster_version{cluster_version=\"3.4\"}"),
+        1.0
+    );
+    // etcd's buckets: exponential from 0.1 s (defrag) and 0.01 s (the rest).
+    for (name, first, last) in [
+        ("etcd_disk_backend_defrag_duration_seconds", "0.1", "409.6"),
+        (
+            "etcd_disk_backend_snapshot_duration_seconds",
+            "0.01",
+            "655.36",
+        ),
+        ("etcd_mvcc_hash_duration_seconds", "0.01", "163.84"),
+        ("etcd_mvcc_hash_rev_duration_seconds", "0.01", "163.84"),
+    ] {
+        for le in [first, last, "+Inf"] {
+            assert_eq!(
+                metric(&before, &format!("{name}_bucket{{le=\"{le}\"}}")),
+                0.0
+            );
+        }
+        assert_eq!(metric(&before, &format!("{name}_count")), 0.0);
+    }
+    c.ok(&["defrag"]);
+    let snap = tmp.path().join("s.db");
+    c.ok(&["snapshot", "save", snap.to_str().unwrap()]);
+    c.ok(&["endpoint", "hashkv"]);
+    let r = curl("POST", &c.url("/v3/maintenance/hash"), Some("{}"), WAIT);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let counts = eventually(WAIT, "every call observed", || {
+        let m = scrape();
+        let count = |name: &str| metric(&m, &format!("{name}_count"));
+        let all = [
+            count("etcd_disk_backend_defrag_duration_seconds"),
+            count("etcd_disk_backend_snapshot_duration_seconds"),
+            count("etcd_mvcc_hash_duration_seconds"),
+            count("etcd_mvcc_hash_rev_duration_seconds"),
+        ];
+        (all.iter().all(|&n| n >= 1.0)).then_some((all, m))
+    });
+    let (all, m) = counts;
+    assert_eq!(all, [1.0; 4]);
+    assert!(metric(&m, "etcd_disk_backend_defrag_duration_seconds_sum") > 0.0);
+    assert_eq!(metric(&m, "etcd_disk_defrag_inflight"), 0.0);
+}

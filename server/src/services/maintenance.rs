@@ -18,6 +18,8 @@ use crate::state::ApplyOutput;
 
 /// The etcd version cairn answers as.
 pub const ETCD_VERSION: &str = "3.4.23";
+/// The cluster version (major.minor) this server speaks for.
+pub const CLUSTER_VERSION: &str = "3.4";
 
 pub struct MaintenanceService(pub Arc<EtcdServer>);
 
@@ -114,10 +116,17 @@ impl MaintenanceService {
     pub async fn defragment(&self) -> Result<pb::DefragmentResponse, ApiError> {
         self.0.not_learner()?;
         let store = self.0.store();
-        tokio::task::spawn_blocking(move || store.db().defrag(&DefragOptions::default()))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("etcdserver: {e}")))?;
+        let metrics = self.0.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            metrics.defrag_inflight.inc();
+            let _t = metrics.defrag_seconds.time();
+            let r = store.db().defrag(&DefragOptions::default());
+            metrics.defrag_inflight.dec();
+            r
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("etcdserver: {e}")))?;
         Ok(pb::DefragmentResponse { header: None })
     }
 
@@ -127,7 +136,9 @@ impl MaintenanceService {
         s.not_learner()?;
         let store = s.store();
         let rev = store.current_revision();
+        let metrics = s.metrics.clone();
         let hash = tokio::task::spawn_blocking(move || -> Result<u32, ApiError> {
+            let _t = metrics.hash_seconds.time();
             store.flush()?;
             let rt = store.db().begin_read();
             let mut crc = 0u32;
@@ -160,7 +171,10 @@ impl MaintenanceService {
     pub fn hash_kv(&self, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, ApiError> {
         let s = &self.0;
         s.not_learner()?;
-        let h = s.store().hash_kv(r.revision)?;
+        let h = {
+            let _t = s.metrics.hash_rev_seconds.time();
+            s.store().hash_kv(r.revision)?
+        };
         Ok(pb::HashKvResponse {
             header: s.header(h.revision),
             hash: h.hash,
@@ -186,6 +200,9 @@ impl MaintenanceService {
                 let _ = tx.send(Err(fail(e))).await;
                 return;
             }
+            // From the read transaction's start to the last byte sent (or
+            // the stream's end), as etcd times its backend snapshots.
+            let _t = s.metrics.snapshot_seconds.time();
             let db = store.db().clone();
             let rt = db.begin_read();
             let total = rt.meta().hwm * db.page_size() as u64;
