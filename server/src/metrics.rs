@@ -410,9 +410,61 @@ pub fn render(s: &EtcdServer) -> String {
         o,
         "# HELP etcd_cluster_version Which version is running. 1 for 'cluster_version' label with current cluster version\n# TYPE etcd_cluster_version gauge\netcd_cluster_version{{cluster_version=\"{CLUSTER_VERSION}\"}} 1"
     );
+    peers(&mut o, s);
     m.grpc.render(&mut o);
     process(&mut o);
     o
+}
+
+/// The peer transport's figures, a series per peer (ids in hex, as etcd
+/// writes them).
+fn peers(o: &mut String, s: &EtcdServer) {
+    use cairn_raftnode::transport::PeerHealth;
+    let peers = s.node.peers();
+    let me = s.member_id;
+    // (name, type, help, the labels and value of a peer's series)
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(u64, &PeerHealth) -> (String, u64),
+    );
+    let rows: [Row; 4] = [
+        (
+            "etcd_network_active_peers",
+            "gauge",
+            "The current number of active peer connections.",
+            |me, p| {
+                let labels = format!("Local=\"{me:x}\",Remote=\"{:x}\"", p.id);
+                (labels, u64::from(p.active_since.is_some()))
+            },
+        ),
+        (
+            "etcd_network_peer_received_bytes_total",
+            "counter",
+            "The total number of bytes received from peers.",
+            |_, p| (format!("From=\"{:x}\"", p.id), p.received_bytes),
+        ),
+        (
+            "etcd_network_peer_sent_bytes_total",
+            "counter",
+            "The total number of bytes sent to peers.",
+            |_, p| (format!("To=\"{:x}\"", p.id), p.sent_bytes),
+        ),
+        (
+            "etcd_network_peer_sent_failures_total",
+            "counter",
+            "The total number of send failures from peers.",
+            |_, p| (format!("To=\"{:x}\"", p.id), p.dropped),
+        ),
+    ];
+    for (name, kind, help, series) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &peers {
+            let (labels, v) = series(me, p);
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        }
+    }
 }
 
 /// The process's own figures — Prometheus's `process_*` and etcd's

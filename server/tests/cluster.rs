@@ -335,3 +335,67 @@ fn force_new_cluster_restarts_one_survivor_alone_with_all_committed_data() {
     assert_eq!(member_ids(&m).len(), 1);
     m.ok(&["put", "again", "yes"]);
 }
+
+#[test]
+fn peer_traffic_and_send_failures_show_in_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ms: Vec<Option<Cairn>> = cluster(tmp.path(), 3).into_iter().map(Some).collect();
+    for i in 0..10 {
+        ms[0].as_ref().unwrap().ok(&["put", &format!("p{i}"), "x"]);
+    }
+    let scrape = |m: &Cairn| curl("GET", &m.url("/metrics"), None, T).body;
+    let ids: Vec<u64> = ms.iter().map(|m| status(m.as_ref().unwrap()).0).collect();
+    let leader = leader_of(ms[0].as_ref().unwrap());
+    // Every member keeps a stream to each other member; messages flow
+    // between the leader and each follower (followers do not talk).
+    for (i, m) in ms.iter().enumerate() {
+        let m = m.as_ref().unwrap();
+        let me = ids[i];
+        eventually(T, "streams to both peers, traffic with the leader", || {
+            let text = scrape(m);
+            let ok = ids.iter().filter(|&&o| o != me).all(|&o| {
+                let active =
+                    format!("etcd_network_active_peers{{Local=\"{me:x}\",Remote=\"{o:x}\"}}");
+                let sent = format!("etcd_network_peer_sent_bytes_total{{To=\"{o:x}\"}}");
+                let received = format!("etcd_network_peer_received_bytes_total{{From=\"{o:x}\"}}");
+                let talks = me == leader || o == leader;
+                metric(&text, &active) == 1.0
+                    && (!talks || (metric(&text, &sent) > 0.0 && metric(&text, &received) > 0.0))
+            });
+            ok.then_some(())
+        });
+    }
+    // A follower goes away: the leader's sends to it fail, and it is no
+    // longer an active peer.
+    let li = ids.iter().position(|&id| id == leader).unwrap();
+    let fi = (li + 1) % 3;
+    ms[fi].take().unwrap().kill9();
+    let l = ms[li].as_ref().unwrap();
+    let f = ids[fi];
+    eventually(
+        T,
+        "the leader to count failed sends to the dead follower",
+        || {
+            let text = scrape(l);
+            let failed = metric(
+                &text,
+                &format!("etcd_network_peer_sent_failures_total{{To=\"{f:x}\"}}"),
+            );
+            let active = metric(
+                &text,
+                &format!("etcd_network_active_peers{{Local=\"{leader:x}\",Remote=\"{f:x}\"}}"),
+            );
+            (failed > 0.0 && active == 0.0).then_some(())
+        },
+    );
+    // The live follower's stream is untouched.
+    let live = ids[3 - li - fi];
+    let text = scrape(l);
+    assert_eq!(
+        metric(
+            &text,
+            &format!("etcd_network_active_peers{{Local=\"{leader:x}\",Remote=\"{live:x}\"}}")
+        ),
+        1.0
+    );
+}

@@ -501,16 +501,6 @@ fn health_and_version() {
     assert!(v.starts_with("etcdctl version: 3.4"), "{v}");
 }
 
-/// The value of a series in Prometheus text (the first line naming it
-/// exactly, labels included).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn metrics_carry_etcds_main_series_with_sane_values() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,8 +9,8 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::frame::{
-    Handshake, StreamKind, TransportError, decode_batch, kind, read_frame, read_handshake,
-    write_frame,
+    FRAME_HEADER_LEN, Handshake, StreamKind, TransportError, decode_batch, kind, read_frame,
+    read_handshake, write_frame,
 };
 use super::tasks::{self, Tag};
 use super::{BoxStream, Shared, hex, snapshot};
@@ -194,6 +194,9 @@ async fn receive_messages(shared: &Shared, mut stream: BoxStream, from: u64, rem
                 return;
             }
         };
+        if let Some(p) = shared.peer(from) {
+            p.count_received((FRAME_HEADER_LEN + frame.payload.len()) as u64);
+        }
         let msgs = match frame.kind {
             kind::BATCH => decode_batch(&frame.payload),
             k => Err(TransportError::UnexpectedKind(k)),

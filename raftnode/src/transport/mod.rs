@@ -255,8 +255,14 @@ pub struct PeerHealth {
     /// Since when the outbound stream has been connected, if it is.
     pub active_since: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Messages sent, and those dropped (queue full, stream down, a failed
+    /// write: raft resends what matters).
     pub sent: u64,
     pub dropped: u64,
+    /// Bytes of the message streams each way, frame headers included
+    /// (snapshots, which travel apart, are not in them).
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
 }
 
 /// The running transport. Cheap to clone.

@@ -65,6 +65,10 @@ pub struct Peer {
     state: Mutex<State>,
     sent: AtomicU64,
     dropped: AtomicU64,
+    /// Message-stream bytes written to the peer, frame headers included.
+    sent_bytes: AtomicU64,
+    /// Message-stream bytes read from the peer, frame headers included.
+    received_bytes: AtomicU64,
     pub report: RateLimit,
 }
 
@@ -86,6 +90,8 @@ impl Peer {
             state: Mutex::new(State::default()),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             report: RateLimit::default(),
         });
         (
@@ -131,6 +137,11 @@ impl Peer {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts a frame of `n` bytes read from the peer's message stream.
+    pub fn count_received(&self, n: u64) {
+        self.received_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn set_active(&self) {
         self.state().active_since = Some(SystemTime::now());
         self.connected.store(true, Ordering::Release);
@@ -152,6 +163,8 @@ impl Peer {
             last_error: s.last_error.clone(),
             sent: self.sent.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -300,6 +313,7 @@ async fn stream_messages(
             continue;
         }
         let frame = batch.finish();
+        let bytes = frame.len() as u64;
         let written = timeout(WRITE_TIMEOUT, async {
             wr.write_all(frame).await?;
             wr.flush().await
@@ -308,6 +322,7 @@ async fn stream_messages(
         match written {
             Ok(Ok(())) => {
                 peer.sent.fetch_add(n, Ordering::Relaxed);
+                peer.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             Ok(Err(e)) => {
                 peer.count_dropped(n);

@@ -625,3 +625,13 @@ pub fn text(v: &serde_json::Value) -> String {
     ))
     .unwrap()
 }
+
+/// The value of a series in Prometheus text (the first line naming it
+/// exactly, labels included).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        .parse()
+        .unwrap()
+}
