@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use tonic::codegen::Service;
 
 use crate::errors;
-use crate::grpc_metrics::{self, Counted, GrpcMetrics};
+use crate::grpc_metrics::{self, Call};
 use crate::http;
 use crate::server::EtcdServer;
 use crate::services::{
@@ -44,7 +44,6 @@ struct Services {
     maintenance: MaintenanceServer<MaintenanceService>,
     health: HealthServer<HealthService>,
     http: axum::Router,
-    grpc_metrics: Arc<GrpcMetrics>,
 }
 
 /// The client port's service (cheap to clone: one per connection).
@@ -71,15 +70,14 @@ impl ClientPort {
             maintenance: limited!(MaintenanceServer, MaintenanceService),
             health: HealthServer::new(HealthService),
             http: http::client(srv.clone(), gateway).fallback(http::not_found),
-            grpc_metrics: srv.metrics.grpc.clone(),
         }))
     }
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-/// Calls a tonic server and puts its answer in axum's body type.
-fn grpc<S, B>(mut svc: S, req: Request<B>) -> Answer
+/// Calls a tonic server and puts its answer in axum's body type, counted.
+fn grpc<S, B>(mut svc: S, req: Request<B>, count: Call) -> Answer
 where
     S: Service<Request<B>, Response = Response<tonic::body::Body>, Error = Infallible>,
     S::Future: Send + 'static,
@@ -87,8 +85,13 @@ where
     let call = svc.call(req);
     Box::pin(async move {
         let mut r = call.await?;
-        errors::grpc_go_words(r.headers_mut());
-        Ok(r.map(Body::new))
+        // A status in the headers is an error answered trailers-only (an OK
+        // unary answer's comes in its trailers): look once, for both uses.
+        let code = grpc_metrics::code_in(r.headers());
+        if code.is_some() {
+            errors::grpc_go_words(r.headers_mut());
+        }
+        Ok(count.answered_with(code, r.map(Body::new)))
     })
 }
 
@@ -103,32 +106,8 @@ impl Service<Request<Incoming>> for ClientPort {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Answer {
-        let s = &*self.0;
-        let Some(m) = s.grpc_metrics.method(req.uri().path()).cloned() else {
-            return self.route(req.map(|b| Counted::request(b, None)));
-        };
-        let stream = grpc_metrics::start(&m);
-        let answer = self.route(req.map(|b| Counted::request(b, stream.clone())));
-        Box::pin(async move {
-            let r = answer.await?;
-            Ok(match stream {
-                None => {
-                    grpc_metrics::unary_answered(&m, r.headers());
-                    r
-                }
-                Some(m) => {
-                    let (parts, body) = r.into_parts();
-                    let body = Counted::answer(body, m, &parts.headers);
-                    Response::from_parts(parts, Body::new(body))
-                }
-            })
-        })
-    }
-}
-
-impl ClientPort {
-    /// The service that answers `req`, by its path.
-    fn route(&self, req: Request<Counted<Incoming>>) -> Answer {
+        let count = Call::start(req.uri().path());
+        let req = req.map(|b| count.request(b));
         let s = &*self.0;
         let service = req
             .uri()
@@ -137,16 +116,19 @@ impl ClientPort {
             .and_then(|p| p.split_once('/'))
             .map(|(service, _)| service);
         match service {
-            Some("etcdserverpb.KV") => grpc(s.kv.clone(), req),
-            Some("etcdserverpb.Watch") => grpc(s.watch.clone(), req),
-            Some("etcdserverpb.Lease") => grpc(s.lease.clone(), req),
-            Some("etcdserverpb.Cluster") => grpc(s.cluster.clone(), req),
-            Some("etcdserverpb.Maintenance") => grpc(s.maintenance.clone(), req),
-            Some("grpc.health.v1.Health") => grpc(s.health.clone(), req),
+            Some("etcdserverpb.KV") => grpc(s.kv.clone(), req, count),
+            Some("etcdserverpb.Watch") => grpc(s.watch.clone(), req, count),
+            Some("etcdserverpb.Lease") => grpc(s.lease.clone(), req, count),
+            Some("etcdserverpb.Cluster") => grpc(s.cluster.clone(), req, count),
+            Some("etcdserverpb.Maintenance") => grpc(s.maintenance.clone(), req, count),
+            Some("grpc.health.v1.Health") => grpc(s.health.clone(), req, count),
             _ => {
                 let mut http = s.http.clone();
                 let req = req.map(Body::new);
-                Box::pin(async move { Service::<Request<Body>>::call(&mut http, req).await })
+                Box::pin(async move {
+                    let r = Service::<Request<Body>>::call(&mut http, req).await?;
+                    Ok(count.answered(r))
+                })
             }
         }
     }

@@ -15,13 +15,18 @@
 //!
 //! Calls through the JSON gateway are not counted (etcd's gateway is a gRPC
 //! client of its own server, so there they are).
+//!
+//! Cost: the counters are one process-wide table, so a call takes no
+//! reference count; a unary call touches two counters (started, and
+//! handled by code): its messages received equal its starts and its
+//! messages sent equal its OK answers, so those two series are derived.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, Response};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 
 /// A method's shape, as go-grpc-prometheus names it.
@@ -113,11 +118,13 @@ const CANCELED: usize = 1;
 const UNKNOWN: usize = 2;
 
 /// One method's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Method {
-    kind: Option<Kind>,
+    kind: Kind,
     started: AtomicU64,
+    /// Streams only (a unary call's equal its starts).
     received: AtomicU64,
+    /// Streams only (a unary call's equal its OK answers).
     sent: AtomicU64,
     handled: [AtomicU64; 17],
 }
@@ -127,42 +134,63 @@ impl Method {
         let code = if code < CODES.len() { code } else { UNKNOWN };
         self.handled[code].fetch_add(1, Relaxed);
     }
+
+    fn received(&self) -> u64 {
+        match self.kind {
+            Unary => self.started.load(Relaxed),
+            _ => self.received.load(Relaxed),
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        match self.kind {
+            Unary => self.handled[0].load(Relaxed),
+            _ => self.sent.load(Relaxed),
+        }
+    }
 }
 
 /// Every method's counters.
 #[derive(Debug)]
 pub struct GrpcMetrics {
-    methods: Vec<Arc<Method>>,
+    methods: Vec<Method>,
 }
 
-impl Default for GrpcMetrics {
-    fn default() -> Self {
-        GrpcMetrics {
-            methods: METHODS
-                .iter()
-                .map(|&(_, _, kind)| {
-                    Arc::new(Method {
-                        kind: Some(kind),
-                        ..Method::default()
-                    })
-                })
-                .collect(),
-        }
-    }
+static GLOBAL: LazyLock<GrpcMetrics> = LazyLock::new(GrpcMetrics::new);
+
+/// The process's counters (one server per process, as etcd's registry).
+pub fn global() -> &'static GrpcMetrics {
+    &GLOBAL
 }
 
 /// The status code an answer carries in `headers` (a trailers-only answer,
 /// or the trailers themselves); `None` if none is there.
-fn code_in(headers: &HeaderMap) -> Option<usize> {
-    let v = headers.get("grpc-status")?;
+pub fn code_in(headers: &HeaderMap) -> Option<usize> {
+    static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    let v = headers.get(&GRPC_STATUS)?;
     let n: usize = v.to_str().ok()?.parse().ok()?;
     Some(if n < CODES.len() { n } else { UNKNOWN })
 }
 
 impl GrpcMetrics {
+    fn new() -> GrpcMetrics {
+        GrpcMetrics {
+            methods: METHODS
+                .iter()
+                .map(|&(_, _, kind)| Method {
+                    kind,
+                    started: AtomicU64::default(),
+                    received: AtomicU64::default(),
+                    sent: AtomicU64::default(),
+                    handled: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
     /// The counters of the method at `path` (`/<service>/<method>`), if it is
     /// one of etcd's.
-    pub fn method(&self, path: &str) -> Option<&Arc<Method>> {
+    pub fn method(&self, path: &str) -> Option<&Method> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
         METHODS
             .iter()
@@ -199,12 +227,12 @@ impl GrpcMetrics {
             (
                 "grpc_server_msg_received_total",
                 "Total number of RPC stream messages received on the server.",
-                |m| m.received.load(Relaxed),
+                |m| m.received(),
             ),
             (
                 "grpc_server_msg_sent_total",
                 "Total number of gRPC stream messages sent by the server.",
-                |m| m.sent.load(Relaxed),
+                |m| m.sent(),
             ),
             (
                 "grpc_server_started_total",
@@ -221,24 +249,82 @@ impl GrpcMetrics {
     }
 }
 
-/// Counts a call to `m` as it starts; for a stream, returns what the
-/// request body and the answer need to count messages.
-pub fn start(m: &Arc<Method>) -> Option<Arc<Method>> {
-    m.started.fetch_add(1, Relaxed);
-    if m.kind == Some(Unary) {
-        m.received.fetch_add(1, Relaxed);
-        None
-    } else {
-        Some(m.clone())
-    }
+/// How one call is being counted.
+#[derive(Clone, Copy, Debug)]
+pub enum Call {
+    /// Not one of etcd's methods.
+    Uncounted,
+    Unary(&'static Method),
+    Stream(&'static Method),
 }
 
-/// Counts a unary call's answer, given its headers.
-pub fn unary_answered(m: &Method, headers: &HeaderMap) {
-    let code = code_in(headers).unwrap_or(0);
-    m.handled(code);
-    if code == 0 {
-        m.sent.fetch_add(1, Relaxed);
+impl Call {
+    /// Counts a call to `path` as it starts.
+    pub fn start(path: &str) -> Call {
+        match global().method(path) {
+            None => Call::Uncounted,
+            Some(m) => {
+                m.started.fetch_add(1, Relaxed);
+                if m.kind == Unary {
+                    Call::Unary(m)
+                } else {
+                    Call::Stream(m)
+                }
+            }
+        }
+    }
+
+    /// The call's request body, counted if the call is a stream.
+    pub fn request<B>(self, body: B) -> Counted<B> {
+        let method = match self {
+            Call::Stream(m) => Some(m),
+            _ => None,
+        };
+        Counted {
+            inner: body,
+            method,
+            way: Way::In,
+            framing: Framing::default(),
+            handled: false,
+        }
+    }
+
+    /// Counts the call's answer: a unary one's code now, a stream's as its
+    /// body passes.
+    pub fn answered(self, r: Response<axum::body::Body>) -> Response<axum::body::Body> {
+        let code = match self {
+            Call::Uncounted => return r,
+            _ => code_in(r.headers()),
+        };
+        self.answered_with(code, r)
+    }
+
+    /// As [`Call::answered`], for an answer whose headers' status code
+    /// (see [`code_in`]) the caller has already read.
+    pub fn answered_with(
+        self,
+        code: Option<usize>,
+        r: Response<axum::body::Body>,
+    ) -> Response<axum::body::Body> {
+        match self {
+            Call::Uncounted => r,
+            Call::Unary(m) => {
+                m.handled(code.unwrap_or(0));
+                r
+            }
+            Call::Stream(m) => {
+                let (parts, body) = r.into_parts();
+                let handled = code.map(|code| m.handled(code));
+                let body = Counted {
+                    inner: body,
+                    method: Some(m),
+                    way: Way::Out,
+                    framing: Framing::default(),
+                    handled: handled.is_some(),
+                };
+                Response::from_parts(parts, axum::body::Body::new(body))
+            }
+        }
     }
 }
 
@@ -297,44 +383,11 @@ enum Way {
 /// answer, whose status is). Passes everything through unchanged.
 pub struct Counted<B> {
     inner: B,
-    method: Option<Arc<Method>>,
+    method: Option<&'static Method>,
     way: Way,
     framing: Framing,
     /// Whether the call's code has been counted (answers only).
     handled: bool,
-}
-
-impl<B> Counted<B> {
-    /// A stream's request body (`method` from [`start`]; `None` passes it
-    /// through uncounted).
-    pub fn request(inner: B, method: Option<Arc<Method>>) -> Self {
-        Counted {
-            inner,
-            method,
-            way: Way::In,
-            framing: Framing::default(),
-            handled: false,
-        }
-    }
-
-    /// A stream's answer, given its headers: a trailers-only answer is
-    /// counted here.
-    pub fn answer(inner: B, method: Arc<Method>, headers: &HeaderMap) -> Self {
-        let handled = match code_in(headers) {
-            Some(code) => {
-                method.handled(code);
-                true
-            }
-            None => false,
-        };
-        Counted {
-            inner,
-            method: Some(method),
-            way: Way::Out,
-            framing: Framing::default(),
-            handled,
-        }
-    }
 }
 
 impl<B> Drop for Counted<B> {
@@ -416,7 +469,7 @@ mod tests {
 
     #[test]
     fn every_method_is_prefilled_and_found_by_path() {
-        let g = GrpcMetrics::default();
+        let g = GrpcMetrics::new();
         let mut out = String::new();
         g.render(&mut out);
         let n = METHODS.len();

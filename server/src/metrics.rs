@@ -4,10 +4,8 @@
 //! from the raft node, the WAL and the store when scraped.
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use crate::grpc_metrics::GrpcMetrics;
 use crate::server::EtcdServer;
 use crate::services::maintenance::CLUSTER_VERSION;
 
@@ -115,8 +113,6 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     pub health_success: Counter,
     pub health_failures: Counter,
-    /// The gRPC server's call counters (`grpc_server_*`).
-    pub grpc: Arc<GrpcMetrics>,
     pub defrag_inflight: Gauge,
     pub defrag_seconds: Histogram,
     pub snapshot_seconds: Histogram,
@@ -135,7 +131,6 @@ impl Default for Metrics {
             watch_streams: Gauge::default(),
             health_success: Counter::default(),
             health_failures: Counter::default(),
-            grpc: Arc::default(),
             defrag_inflight: Gauge::default(),
             defrag_seconds: Histogram::new(&DEFRAG_BUCKETS),
             snapshot_seconds: Histogram::new(&SNAPSHOT_BUCKETS),
@@ -411,7 +406,7 @@ pub fn render(s: &EtcdServer) -> String {
         "# HELP etcd_cluster_version Which version is running. 1 for 'cluster_version' label with current cluster version\n# TYPE etcd_cluster_version gauge\netcd_cluster_version{{cluster_version=\"{CLUSTER_VERSION}\"}} 1"
     );
     peers(&mut o, s);
-    m.grpc.render(&mut o);
+    crate::grpc_metrics::global().render(&mut o);
     process(&mut o);
     o
 }
