@@ -91,7 +91,7 @@ where
         if code.is_some() {
             errors::grpc_go_words(r.headers_mut());
         }
-        Ok(count.answered_with(code, r.map(Body::new)))
+        Ok(count.answered(code, r))
     })
 }
 
@@ -127,7 +127,7 @@ impl Service<Request<Incoming>> for ClientPort {
                 let req = req.map(Body::new);
                 Box::pin(async move {
                     let r = Service::<Request<Body>>::call(&mut http, req).await?;
-                    Ok(count.answered(r))
+                    Ok(count.answered(grpc_metrics::code_in(r.headers()), r))
                 })
             }
         }

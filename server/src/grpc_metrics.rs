@@ -13,6 +13,11 @@
 //!   with the code in the trailers, or Canceled if the answer is dropped
 //!   before them (the caller went away).
 //!
+//! Beside them, etcd's `etcd_network_client_grpc_received_bytes_total` and
+//! `etcd_network_client_grpc_sent_bytes_total`: the sizes of the messages
+//! (as encoded, without gRPC's 5-byte prefix) of every call, unary or
+//! stream, read from each message's length prefix as it passes.
+//!
 //! Calls through the JSON gateway are not counted (etcd's gateway is a gRPC
 //! client of its own server, so there they are).
 //!
@@ -127,6 +132,9 @@ pub struct Method {
     /// Streams only (a unary call's equal its OK answers).
     sent: AtomicU64,
     handled: [AtomicU64; 17],
+    /// Message bytes received and sent (summed over methods when shown).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 impl Method {
@@ -183,6 +191,8 @@ impl GrpcMetrics {
                     received: AtomicU64::default(),
                     sent: AtomicU64::default(),
                     handled: Default::default(),
+                    bytes_in: AtomicU64::default(),
+                    bytes_out: AtomicU64::default(),
                 })
                 .collect(),
         }
@@ -201,6 +211,24 @@ impl GrpcMetrics {
     /// Renders every series, in Prometheus text.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
+        for (name, help, get) in [
+            (
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+                (|m| m.bytes_in.load(Relaxed)) as fn(&Method) -> u64,
+            ),
+            (
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+                |m| m.bytes_out.load(Relaxed),
+            ),
+        ] {
+            let total: u64 = self.methods.iter().map(get).sum();
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {total}"
+            );
+        }
         let labels = |i: usize| {
             let (service, method, kind) = METHODS[i];
             format!(
@@ -274,57 +302,59 @@ impl Call {
         }
     }
 
-    /// The call's request body, counted if the call is a stream.
+    /// The call's request body, its bytes counted (and its messages, if
+    /// the call is a stream).
     pub fn request<B>(self, body: B) -> Counted<B> {
-        let method = match self {
-            Call::Stream(m) => Some(m),
-            _ => None,
+        let (method, messages) = match self {
+            Call::Uncounted => (None, false),
+            Call::Unary(m) => (Some(m), false),
+            Call::Stream(m) => (Some(m), true),
         };
         Counted {
             inner: body,
             method,
             way: Way::In,
+            messages,
             framing: Framing::default(),
-            handled: false,
+            handled: true,
         }
     }
 
-    /// Counts the call's answer: a unary one's code now, a stream's as its
-    /// body passes.
-    pub fn answered(self, r: Response<axum::body::Body>) -> Response<axum::body::Body> {
-        let code = match self {
-            Call::Uncounted => return r,
-            _ => code_in(r.headers()),
-        };
-        self.answered_with(code, r)
-    }
-
-    /// As [`Call::answered`], for an answer whose headers' status code
-    /// (see [`code_in`]) the caller has already read.
-    pub fn answered_with(
-        self,
-        code: Option<usize>,
-        r: Response<axum::body::Body>,
-    ) -> Response<axum::body::Body> {
-        match self {
-            Call::Uncounted => r,
+    /// Counts the call's answer, whose headers carry status `code` if any
+    /// (see [`code_in`]): a unary call's code now, a stream's as its body
+    /// passes; the bytes (and a stream's messages) as its body passes.
+    pub fn answered<B>(self, code: Option<usize>, r: Response<B>) -> Response<axum::body::Body>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let (parts, body) = r.into_parts();
+        let body = match self {
+            Call::Uncounted => axum::body::Body::new(body),
             Call::Unary(m) => {
                 m.handled(code.unwrap_or(0));
-                r
-            }
-            Call::Stream(m) => {
-                let (parts, body) = r.into_parts();
-                let handled = code.map(|code| m.handled(code));
-                let body = Counted {
+                axum::body::Body::new(Counted {
                     inner: body,
                     method: Some(m),
                     way: Way::Out,
+                    messages: false,
+                    framing: Framing::default(),
+                    handled: true,
+                })
+            }
+            Call::Stream(m) => {
+                let handled = code.map(|code| m.handled(code));
+                axum::body::Body::new(Counted {
+                    inner: body,
+                    method: Some(m),
+                    way: Way::Out,
+                    messages: true,
                     framing: Framing::default(),
                     handled: handled.is_some(),
-                };
-                Response::from_parts(parts, axum::body::Body::new(body))
+                })
             }
-        }
+        };
+        Response::from_parts(parts, body)
     }
 }
 
@@ -338,10 +368,20 @@ struct Framing {
     left: u64,
 }
 
+/// What one piece of a byte stream held.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fed {
+    /// Messages it completed.
+    messages: u64,
+    /// The sizes of the messages whose prefix it completed.
+    bytes: u64,
+}
+
 impl Framing {
-    /// Messages completed by `b`.
-    fn feed(&mut self, mut b: &[u8]) -> u64 {
+    /// What `b` completed.
+    fn feed(&mut self, mut b: &[u8]) -> Fed {
         let mut done = 0;
+        let mut bytes = 0;
         while !b.is_empty() {
             if self.left > 0 {
                 let k = (self.left.min(b.len() as u64)) as usize;
@@ -359,6 +399,7 @@ impl Framing {
             if self.have == 5 {
                 self.have = 0;
                 let len = u32::from_be_bytes(self.header[1..5].try_into().expect("4 bytes"));
+                bytes += u64::from(len);
                 if len == 0 {
                     done += 1;
                 } else {
@@ -366,16 +407,20 @@ impl Framing {
                 }
             }
         }
-        done
+        Fed {
+            messages: done,
+            bytes,
+        }
     }
 }
 
 /// Which way a counted body's messages go.
 #[derive(Clone, Copy, Debug)]
 enum Way {
-    /// A stream's request: messages received.
+    /// A request: bytes (and a stream's messages) received.
     In,
-    /// A stream's answer: messages sent, and the code in its trailers.
+    /// An answer: bytes (and a stream's messages) sent, and a stream's code
+    /// in its trailers.
     Out,
 }
 
@@ -385,8 +430,11 @@ pub struct Counted<B> {
     inner: B,
     method: Option<&'static Method>,
     way: Way,
+    /// Whether to count messages (streams only).
+    messages: bool,
     framing: Framing,
-    /// Whether the call's code has been counted (answers only).
+    /// Whether the call's code has been counted (or is not this body's to
+    /// count: requests, and unary answers).
     handled: bool,
 }
 
@@ -413,12 +461,16 @@ where
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let (Some(Ok(f)), Some(m)) = (&frame, &this.method) {
             if let Some(data) = f.data_ref() {
-                let n = this.framing.feed(data);
-                if n > 0 {
-                    match this.way {
-                        Way::In => m.received.fetch_add(n, Relaxed),
-                        Way::Out => m.sent.fetch_add(n, Relaxed),
-                    };
+                let fed = this.framing.feed(data);
+                let (messages, bytes) = match this.way {
+                    Way::In => (&m.received, &m.bytes_in),
+                    Way::Out => (&m.sent, &m.bytes_out),
+                };
+                if fed.bytes > 0 {
+                    bytes.fetch_add(fed.bytes, Relaxed);
+                }
+                if this.messages && fed.messages > 0 {
+                    messages.fetch_add(fed.messages, Relaxed);
                 }
             } else if let (Way::Out, false, Some(t)) = (this.way, this.handled, f.trailers_ref()) {
                 m.handled(code_in(t).unwrap_or(UNKNOWN));
@@ -456,15 +508,30 @@ mod tests {
         }
         for cut in 1..=all.len() {
             let mut f = Framing::default();
-            let n: u64 = all.chunks(cut).map(|c| f.feed(c)).sum();
+            let fed: Vec<Fed> = all.chunks(cut).map(|c| f.feed(c)).collect();
+            let n: u64 = fed.iter().map(|f| f.messages).sum();
+            let bytes: u64 = fed.iter().map(|f| f.bytes).sum();
             assert_eq!(n, 6, "chunks of {cut}");
+            assert_eq!(bytes, 144, "chunks of {cut}");
             assert_eq!((f.have, f.left), (0, 0));
         }
         // A message counts only once its last byte has passed.
         let mut f = Framing::default();
         let m = message(10);
-        assert_eq!(f.feed(&m[..14]), 0);
-        assert_eq!(f.feed(&m[14..]), 1);
+        assert_eq!(
+            f.feed(&m[..14]),
+            Fed {
+                messages: 0,
+                bytes: 10
+            }
+        );
+        assert_eq!(
+            f.feed(&m[14..]),
+            Fed {
+                messages: 1,
+                bytes: 0
+            }
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use cairn_engine::mvcc::{Event, EventKind};
 
+use crate::metrics::{Counter, Histogram};
+
 /// etcd's largest lease TTL, seconds.
 pub const MAX_TTL: i64 = 9_000_000_000;
 
@@ -46,11 +48,31 @@ pub struct LeaseInfo {
     pub keys: Vec<Vec<u8>>,
 }
 
+/// What the lessor has done since start, for /metrics (etcd's
+/// `etcd_debugging_lease_*` and `etcd_debugging_server_lease_expired_total`).
+#[derive(Debug)]
+pub struct LeaseStats {
+    /// Grants applied (not those restored at start).
+    pub granted: Counter,
+    /// Revocations applied, by a client or on expiry.
+    pub revoked: Counter,
+    /// Keep-alives that renewed a lease, on the leader.
+    pub renewed: Counter,
+    /// Expired leases whose revocation this member, leading, got committed.
+    pub expired: Counter,
+    /// The TTLs granted, in seconds.
+    pub ttls: Histogram,
+}
+
+/// etcd's buckets for granted TTLs: 1 s to 2^23 s, doubling.
+const TTL_BUCKETS: [f64; 24] = crate::metrics::exponential(1.0);
+
 #[derive(Debug)]
 pub struct Lessor {
     state: Mutex<State>,
     /// Shortest TTL granted: ceil(1.5 × election timeout) seconds.
     pub min_ttl: i64,
+    pub stats: LeaseStats,
 }
 
 impl Lessor {
@@ -59,6 +81,13 @@ impl Lessor {
         Lessor {
             state: Mutex::new(State::default()),
             min_ttl,
+            stats: LeaseStats {
+                granted: Counter::default(),
+                revoked: Counter::default(),
+                renewed: Counter::default(),
+                expired: Counter::default(),
+                ttls: Histogram::new(&TTL_BUCKETS),
+            },
         }
     }
 
@@ -82,9 +111,15 @@ impl Lessor {
         self.lock().leases.contains_key(&id)
     }
 
-    /// Applies a grant (or restores one at start, with its checkpointed
-    /// remaining TTL).
-    pub fn grant(&self, id: i64, ttl: i64, remaining: i64) {
+    /// Applies a grant.
+    pub fn grant(&self, id: i64, ttl: i64) {
+        self.restore(id, ttl, 0);
+        self.stats.granted.inc();
+        self.stats.ttls.observe(ttl as f64);
+    }
+
+    /// Restores a lease at start, with its checkpointed remaining TTL.
+    pub fn restore(&self, id: i64, ttl: i64, remaining: i64) {
         let mut s = self.lock();
         let primary = s.primary;
         let left = if remaining > 0 { remaining } else { ttl };
@@ -106,6 +141,7 @@ impl Lessor {
         for k in &l.keys {
             s.key_lease.remove(k);
         }
+        self.stats.revoked.inc();
         Some(l.keys.into_iter().collect())
     }
 
@@ -159,6 +195,7 @@ impl Lessor {
         let l = s.leases.get_mut(&id)?;
         l.expiry = Some(Instant::now() + Duration::from_secs(l.ttl as u64));
         l.remaining = 0;
+        self.stats.renewed.inc();
         Some(l.ttl)
     }
 
@@ -264,8 +301,8 @@ mod tests {
         let l = Lessor::new(Duration::from_millis(1000));
         assert_eq!(l.min_ttl, 2);
         assert_eq!(l.effective_ttl(1), 2);
-        l.grant(1, 10, 0);
-        l.grant(2, 10, 0);
+        l.grant(1, 10);
+        l.grant(2, 10);
         l.follow(&[put("a", 1), put("b", 1)]);
         l.follow(&[put("b", 2)]);
         assert_eq!(l.keys(1).unwrap(), vec![b"a".to_vec()]);
@@ -283,7 +320,7 @@ mod tests {
     #[test]
     fn only_the_leader_expires_leases_and_a_new_leader_uses_the_checkpoint() {
         let l = Lessor::new(Duration::from_millis(1000));
-        l.grant(5, 100, 0);
+        l.grant(5, 100);
         assert!(l.expired(10).is_empty());
         assert_eq!(l.info(5, false).unwrap().remaining, 100);
         l.checkpoint(5, 1);

@@ -16,6 +16,9 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Relaxed);
     }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
@@ -91,7 +94,7 @@ const DEFRAG_BUCKETS: [f64; 13] = exponential(0.1);
 const SNAPSHOT_BUCKETS: [f64; 17] = exponential(0.01);
 const HASH_BUCKETS: [f64; 15] = exponential(0.01);
 
-const fn exponential<const N: usize>(start: f64) -> [f64; N] {
+pub(crate) const fn exponential<const N: usize>(start: f64) -> [f64; N] {
     let mut b = [0.0; N];
     let mut i = 0;
     let mut v = start;
@@ -109,6 +112,8 @@ pub struct Metrics {
     pub put_total: Counter,
     pub delete_total: Counter,
     pub txn_total: Counter,
+    /// Keys' and values' bytes of the puts seen.
+    pub put_size: Counter,
     pub watchers: Gauge,
     pub watch_streams: Gauge,
     pub health_success: Counter,
@@ -127,6 +132,7 @@ impl Default for Metrics {
             put_total: Counter::default(),
             delete_total: Counter::default(),
             txn_total: Counter::default(),
+            put_size: Counter::default(),
             watchers: Gauge::default(),
             watch_streams: Gauge::default(),
             health_success: Counter::default(),
@@ -146,15 +152,32 @@ fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::f
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// `f` as Go's `strconv.FormatFloat(f, 'g', -1, 64)` writes it, as etcd's
+/// bucket bounds are: the shortest digits, in exponent form (two exponent
+/// digits at least) when the exponent is below -4 or 6 and above.
+fn go_float(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return f.to_string();
+    }
+    let e = format!("{f:e}");
+    let (mantissa, exp) = e.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    if (-4..6).contains(&exp) {
+        return f.to_string();
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
 /// A histogram from per-bucket counts (the last count, if any, is past every
 /// bound).
 fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
     let mut cum = 0u64;
-    for (i, b) in bounds.iter().enumerate() {
+    for (i, &b) in bounds.iter().enumerate() {
         cum += counts.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cum}", go_float(b));
     }
     let total: u64 = counts.iter().sum();
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
@@ -284,33 +307,66 @@ pub fn render(s: &EtcdServer) -> String {
         "The number of currently open read transactions",
         stats.db.readers,
     );
+    // etcd 3.4 keeps the older etcd_debugging_ names beside these (the
+    // dashboards of its time read them; etcd 3.5 dropped them).
+    for (op, v) in [
+        ("range", m.range_total.get()),
+        ("put", m.put_total.get()),
+        ("delete", m.delete_total.get()),
+        ("txn", m.txn_total.get()),
+    ] {
+        let help = format!("Total number of {op}s seen by this member.");
+        for prefix in ["etcd_mvcc", "etcd_debugging_mvcc"] {
+            line(&mut o, &format!("{prefix}_{op}_total"), "counter", &help, v);
+        }
+    }
     line(
         &mut o,
-        "etcd_mvcc_range_total",
-        "counter",
-        "Total number of ranges seen by this member.",
-        m.range_total.get(),
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        s.db_size().0,
     );
     line(
         &mut o,
-        "etcd_mvcc_put_total",
+        "etcd_debugging_mvcc_total_put_size_in_bytes",
+        "gauge",
+        "The total size of put kv pairs seen by this member.",
+        m.put_size.get(),
+    );
+    let ls = &s.lessor.stats;
+    line(
+        &mut o,
+        "etcd_debugging_lease_granted_total",
         "counter",
-        "Total number of puts seen by this member.",
-        m.put_total.get(),
+        "The total number of granted leases.",
+        ls.granted.get(),
     );
     line(
         &mut o,
-        "etcd_mvcc_delete_total",
+        "etcd_debugging_lease_renewed_total",
         "counter",
-        "Total number of deletes seen by this member.",
-        m.delete_total.get(),
+        "The number of renewed leases seen by the leader.",
+        ls.renewed.get(),
     );
     line(
         &mut o,
-        "etcd_mvcc_txn_total",
+        "etcd_debugging_lease_revoked_total",
         "counter",
-        "Total number of txns seen by this member.",
-        m.txn_total.get(),
+        "The total number of revoked leases.",
+        ls.revoked.get(),
+    );
+    ls.ttls.render(
+        &mut o,
+        "etcd_debugging_lease_ttl_total",
+        "Bucketed histogram of lease TTLs.",
+    );
+    line(
+        &mut o,
+        "etcd_debugging_server_lease_expired_total",
+        "counter",
+        "The total number of expired leases.",
+        ls.expired.get(),
     );
     line(
         &mut o,
@@ -560,6 +616,24 @@ fn process(o: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_bounds_are_written_as_go_writes_them() {
+        for (f, go) in [
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (0.001, "0.001"),
+            (0.01, "0.01"),
+            (163.84, "163.84"),
+            (1.0, "1"),
+            (524288.0, "524288"),
+            (1048576.0, "1.048576e+06"),
+            (8388608.0, "8.388608e+06"),
+            (1e21, "1e+21"),
+        ] {
+            assert_eq!(go_float(f), go, "{f}");
+        }
+    }
 
     #[test]
     fn histograms_count_a_value_under_the_first_bound_not_below_it() {

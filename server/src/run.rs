@@ -226,8 +226,9 @@ pub async fn lease_loop(s: Arc<EtcdServer>) {
                 lease_revoke: Some(pb::LeaseRevokeRequest { id }),
                 ..Default::default()
             };
-            if let Err(e) = s.propose(req).await {
-                tracing::debug!(lease = id, error = %e, "revoking an expired lease");
+            match s.propose(req).await {
+                Ok(_) => s.lessor.stats.expired.inc(),
+                Err(e) => tracing::debug!(lease = id, error = %e, "revoking an expired lease"),
             }
         }
         if last_checkpoint.elapsed() >= Duration::from_secs(5) {

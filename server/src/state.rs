@@ -114,7 +114,7 @@ pub fn restore_leases(store: &Store, lessor: &Lessor) -> mvcc::Result<usize> {
     let recs = store.aux_scan(schema::LEASE)?;
     for (_, v) in &recs {
         if let Ok(l) = leasepb::Lease::decode(&v[..]) {
-            lessor.grant(l.id, l.ttl, l.remaining_ttl);
+            lessor.restore(l.id, l.ttl, l.remaining_ttl);
         }
     }
     for (k, id) in store.take_restored_leases() {
@@ -220,7 +220,7 @@ impl Backend {
             {
                 return Ok(ApplyOutput::None);
             }
-            self.lessor.grant(g.id, ttl, 0);
+            self.lessor.grant(g.id, ttl);
             return Ok(ApplyOutput::LeaseGrant(pb::LeaseGrantResponse {
                 header: convert::rev_header(self.store.current_revision()),
                 id: g.id,

@@ -791,3 +791,115 @@ fn maintenance_calls_are_timed_in_etcds_histograms() {
     assert!(metric(&m, "etcd_disk_backend_defrag_duration_seconds_sum") > 0.0);
     assert_eq!(metric(&m, "etcd_disk_defrag_inflight"), 0.0);
 }
+
+/// Bytes of `v` as a protobuf varint.
+fn varint_len(mut v: u64) -> u64 {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Encoded size of a message of only `ResponseHeader` field 1 (as a
+/// PutResponse without prev_kv is), from the header etcdctl printed.
+fn header_only_size(h: &Value) -> u64 {
+    let inner: u64 = ["cluster_id", "member_id", "revision", "raft_term"]
+        .iter()
+        .map(|f| h[f].as_u64().unwrap())
+        .filter(|&v| v != 0)
+        .map(|v| 1 + varint_len(v))
+        .sum();
+    1 + varint_len(inner) + inner
+}
+
+#[test]
+fn client_traffic_put_sizes_and_leases_are_counted_as_etcd_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = single(tmp.path());
+    let scrape = || curl("GET", &c.url("/metrics"), None, WAIT).body;
+    let before = scrape();
+    let delta = |now: &str, s: &str| metric(now, s) - metric(&before, s);
+    const IN: &str = "etcd_network_client_grpc_received_bytes_total";
+    const OUT: &str = "etcd_network_client_grpc_sent_bytes_total";
+
+    // A put of foo=bar: a 10-byte request (two 1-byte tags, two 1-byte
+    // lengths, 3 + 3 bytes: etcd 3.4 counts 10 for it too), and an answer
+    // of the header alone.
+    let put = c.json(&["put", "foo", "bar"]);
+    let m = scrape();
+    assert_eq!(delta(&m, IN), 10.0);
+    assert_eq!(delta(&m, OUT), header_only_size(&put["header"]) as f64);
+    assert_eq!(
+        delta(&m, "etcd_debugging_mvcc_total_put_size_in_bytes"),
+        6.0
+    );
+    assert_eq!(delta(&m, "etcd_debugging_mvcc_put_total"), 1.0);
+    assert_eq!(
+        metric(&m, "etcd_debugging_mvcc_put_total"),
+        metric(&m, "etcd_mvcc_put_total")
+    );
+    assert_eq!(
+        metric(&m, "etcd_debugging_mvcc_db_total_size_in_bytes"),
+        metric(&m, "etcd_mvcc_db_total_size_in_bytes")
+    );
+    // A get of foo: 5 bytes in.
+    let before_get = m;
+    c.ok(&["get", "foo"]);
+    let m = scrape();
+    assert_eq!(metric(&m, IN) - metric(&before_get, IN), 5.0);
+    assert!(metric(&m, OUT) > metric(&before_get, OUT));
+
+    // A stream: a watch on foo sends a 7-byte create request (etcd counts
+    // 7 too); its answers are counted as they go.
+    let before_watch = scrape();
+    let watcher = c.spawn(&["watch", "foo"]);
+    eventually(WAIT, "the watch's request to be counted", || {
+        let m = scrape();
+        (metric(&m, IN) - metric(&before_watch, IN) == 7.0
+            && metric(&m, OUT) > metric(&before_watch, OUT))
+        .then_some(())
+    });
+    let quiet = scrape();
+    c.ok(&["put", "foo", "barbaz"]);
+    assert_eq!(watcher.lines(3, WAIT), ["PUT", "foo", "barbaz"]);
+    let m = eventually(WAIT, "the event to be counted", || {
+        let m = scrape();
+        // The put's answer, and an event of at least its key and value.
+        let out = metric(&m, OUT) - metric(&quiet, OUT);
+        (out >= 28.0 + 9.0).then_some(m)
+    });
+    assert_eq!(metric(&m, IN) - metric(&quiet, IN), 13.0);
+    drop(watcher);
+
+    // Leases: a grant of 100 s lands in the 128 s bucket; a keep-alive
+    // renews it; a revocation and an expiry are both revocations.
+    let id = c.ok(&["lease", "grant", "100"]);
+    let id = id.split_whitespace().nth(1).unwrap().to_string();
+    c.ok(&["lease", "keep-alive", "--once", &id]);
+    c.ok(&["lease", "revoke", &id]);
+    let m = scrape();
+    assert_eq!(delta(&m, "etcd_debugging_lease_granted_total"), 1.0);
+    assert_eq!(delta(&m, "etcd_debugging_lease_renewed_total"), 1.0);
+    assert_eq!(delta(&m, "etcd_debugging_lease_revoked_total"), 1.0);
+    let ttl = |m: &str, le: &str| {
+        metric(
+            m,
+            &format!("etcd_debugging_lease_ttl_total_bucket{{le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(ttl(&m, "64"), 0.0);
+    assert_eq!(ttl(&m, "128"), 1.0);
+    assert_eq!(ttl(&m, "4.194304e+06"), 1.0);
+    assert_eq!(ttl(&m, "+Inf"), 1.0);
+    assert_eq!(delta(&m, "etcd_debugging_lease_ttl_total_sum"), 100.0);
+    c.ok(&["lease", "grant", "2"]);
+    let m = eventually(Duration::from_secs(20), "the short lease to expire", || {
+        let m = scrape();
+        (delta(&m, "etcd_debugging_server_lease_expired_total") == 1.0).then_some(m)
+    });
+    assert_eq!(delta(&m, "etcd_debugging_lease_granted_total"), 2.0);
+    assert_eq!(delta(&m, "etcd_debugging_lease_revoked_total"), 2.0);
+    assert_eq!(delta(&m, "etcd_debugging_lease_renewed_total"), 1.0);
+}

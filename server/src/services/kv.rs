@@ -34,6 +34,7 @@ impl KvService {
         mvcc::validate_put(&convert::put_req(&r))?;
         s.check_quota(quota_cost::put(&r)).await?;
         s.metrics.put_total.inc();
+        s.metrics.put_size.add((r.key.len() + r.value.len()) as u64);
         match s
             .propose(InternalRaftRequest {
                 put: Some(r),
