@@ -408,3 +408,69 @@ fn compare_suite_runs_every_perf_workload_on_both_sides_and_loads_keys_for_memor
         "{stdout}"
     );
 }
+
+#[test]
+fn the_load_goes_on_through_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = servers::Server::new("cairn", cairn_bin(), dir.path(), None).unwrap();
+    let (running, _, _) = rt().block_on(s.start_ready()).unwrap();
+    let c = Cairn {
+        _dir: tempfile::tempdir().unwrap(),
+        _running: running,
+        endpoint: format!("127.0.0.1:{}", s.client),
+    };
+    let load = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["put", "--duration", "8s", "--clients", "4", "--conns", "2"])
+        .args([
+            "--key-space-size",
+            "1000",
+            "--endpoints",
+            &c.endpoint,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it write, then kill the server (as a crash would) and start it
+    // again on the same ports and data.
+    let t = Instant::now();
+    while c.revision() < 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "the load never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Cairn {
+        _running: running,
+        endpoint,
+        ..
+    } = c;
+    drop(running);
+    std::thread::sleep(Duration::from_millis(500));
+    let (running, _, _) = rt().block_on(s.start_ready()).unwrap();
+    let c = Cairn {
+        _dir: tempfile::tempdir().unwrap(),
+        _running: running,
+        endpoint,
+    };
+    let restarted = c.revision();
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The clients came back on new connections and went on writing.
+    let after = c.revision();
+    assert!(
+        after > restarted + 50,
+        "revision {restarted} at the restart, {after} after the run: {v}"
+    );
+    // Only what was in flight when the server went away failed: at most a
+    // request per client, and one per client per reconnection wait.
+    assert!(v["errors"].as_u64().unwrap() <= 8, "{v}");
+    assert!(v["requests"].as_u64().unwrap() > 100, "{v}");
+}

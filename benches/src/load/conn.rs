@@ -27,18 +27,15 @@ pub fn host_port(endpoint: &str) -> anyhow::Result<String> {
 }
 
 /// One gRPC connection (HTTP/2) to `host:port`, connected now: an endpoint
-/// nobody listens on is an error here, within the connect timeout.
+/// nobody listens on is an error here, within the connect timeout. Once
+/// made, it reconnects whenever it is lost (see `transport`).
 pub async fn connect(host_port: &str) -> anyhow::Result<Conn> {
     let authority: Authority = host_port
         .parse()
         .with_context(|| format!("{host_port}: not a host:port"))?;
     // Watch fan-out streams many events to one connection.
     let settings = super::transport::builder(1 << 20, 16 << 20);
-    let conn = async {
-        let tcp = tokio::net::TcpStream::connect(host_port).await?;
-        tcp.set_nodelay(true)?;
-        anyhow::Ok(Conn::handshake(tcp, authority, &settings).await?)
-    };
+    let conn = Conn::dial(host_port.to_string(), authority, settings);
     tokio::time::timeout(Duration::from_secs(5), conn)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after 5 s")))

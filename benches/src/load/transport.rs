@@ -14,12 +14,23 @@
 //! connection settings (those hyper gives `h2`, with the window sizes
 //! `conn.rs` asks for), the same `:scheme`/`:authority` (`http`, the
 //! endpoint's `host:port`) and `user-agent`, the same DATA frames (the
-//! message, then an empty one ending the stream). Unlike a `Channel`, a
-//! `Conn` does not reconnect: once its connection fails, its requests fail.
+//! message, then an empty one ending the stream).
+//!
+//! Reconnecting, as a `Channel` does: a connection made by [`Conn::dial`]
+//! is watched by a task of its own, which dials again (backing off from
+//! 50 ms to 1 s) whenever it ends — a server restarted, a GOAWAY — for as
+//! long as any handle on it is alive. Requests in flight when it fails
+//! fail; a request that finds it down waits for the next connection, up to
+//! [`RECONNECT_WAIT`], and then fails (so a lasting outage costs each
+//! client an error per wait rather than a spin of errors). The handles
+//! take up the new connection by its number, without a lock per request.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream, SendStream};
@@ -47,29 +58,153 @@ pub fn builder(stream_window: u32, connection_window: u32) -> h2::client::Builde
     b
 }
 
+/// How long a request waits for a lost connection to come back.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// A reconnecting connection's current `h2` handle, shared by its
+/// [`Conn`]s and replaced by its watcher.
+struct Current {
+    /// Bumped on each new connection.
+    number: AtomicU64,
+    send: Mutex<SendRequest<Bytes>>,
+    /// Woken when a new connection is in place.
+    replaced: tokio::sync::Notify,
+}
+
+impl Current {
+    fn replace(&self, send: SendRequest<Bytes>) {
+        *self.send.lock().unwrap_or_else(PoisonError::into_inner) = send;
+        self.number.fetch_add(1, Ordering::Release);
+        self.replaced.notify_waiters();
+    }
+
+    /// Waits until a connection newer than number `seen` is in place, up
+    /// to [`RECONNECT_WAIT`]; whether one is.
+    async fn newer_than(&self, seen: u64) -> bool {
+        let wait = async {
+            loop {
+                let replaced = self.replaced.notified();
+                tokio::pin!(replaced);
+                replaced.as_mut().enable();
+                if self.number.load(Ordering::Acquire) != seen {
+                    return;
+                }
+                replaced.await;
+            }
+        };
+        tokio::time::timeout(RECONNECT_WAIT, wait).await.is_ok()
+    }
+}
+
 /// A handle on one HTTP/2 connection; clones share it.
-#[derive(Clone)]
 pub struct Conn {
     send: SendRequest<Bytes>,
     /// The endpoint's `host:port`, the requests' `:authority`.
     authority: uri::Authority,
+    /// The connection's current `h2` handle.
+    current: Arc<Current>,
+    /// The number of the connection `send` is on.
+    seen: u64,
+    /// While the connection is down: the wait for the next one.
+    waiting: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl Clone for Conn {
+    fn clone(&self) -> Self {
+        Conn {
+            send: self.send.clone(),
+            authority: self.authority.clone(),
+            current: self.current.clone(),
+            seen: self.seen,
+            waiting: None,
+        }
+    }
+}
+
+/// Connects to `host_port` and handshakes.
+async fn open(
+    host_port: &str,
+    settings: &h2::client::Builder,
+) -> anyhow::Result<(
+    SendRequest<Bytes>,
+    h2::client::Connection<tokio::net::TcpStream, Bytes>,
+)> {
+    let tcp = tokio::net::TcpStream::connect(host_port).await?;
+    tcp.set_nodelay(true)?;
+    Ok(settings.handshake(tcp).await?)
 }
 
 impl Conn {
-    /// Handshakes on `io` (connected to `authority`) and spawns the
-    /// connection's task on the runtime; it ends once the connection fails
-    /// or every handle and stream is dropped.
-    pub async fn handshake<T>(
-        io: T,
+    /// Connects to `host_port` (`authority`) now, and keeps it connected:
+    /// see the module's doc.
+    pub async fn dial(
+        host_port: String,
         authority: uri::Authority,
-        settings: &h2::client::Builder,
-    ) -> Result<Conn, h2::Error>
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (send, connection) = settings.handshake(io).await?;
-        tokio::spawn(connection);
-        Ok(Conn { send, authority })
+        settings: h2::client::Builder,
+    ) -> anyhow::Result<Conn> {
+        let (send, connection) = open(&host_port, &settings).await?;
+        let current = Arc::new(Current {
+            number: AtomicU64::new(0),
+            send: Mutex::new(send.clone()),
+            replaced: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(watch(
+            Arc::downgrade(&current),
+            connection,
+            host_port,
+            settings,
+        ));
+        Ok(Conn {
+            send,
+            authority,
+            current,
+            seen: 0,
+            waiting: None,
+        })
+    }
+
+    /// Moves this handle onto the current connection if a newer one is in
+    /// place.
+    fn catch_up(&mut self) {
+        let number = self.current.number.load(Ordering::Acquire);
+        if number != self.seen {
+            let send = self.current.send.lock();
+            self.send = send.unwrap_or_else(PoisonError::into_inner).clone();
+            self.seen = number;
+        }
+    }
+}
+
+/// Drives `connection`, and dials again whenever it ends, while a handle on
+/// `current` is alive. (The handles hold the only strong references, so
+/// once they are dropped the connection's last `SendRequest` goes with
+/// them, the connection ends, and so does this.)
+async fn watch(
+    current: Weak<Current>,
+    mut connection: h2::client::Connection<tokio::net::TcpStream, Bytes>,
+    host_port: String,
+    settings: h2::client::Builder,
+) {
+    loop {
+        let _ = (&mut connection).await;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if current.strong_count() == 0 {
+                return;
+            }
+            match open(&host_port, &settings).await {
+                Ok((send, next)) => {
+                    let Some(c) = current.upgrade() else { return };
+                    c.replace(send);
+                    connection = next;
+                    break;
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 }
 
@@ -79,9 +214,27 @@ impl tonic::codegen::Service<http::Request<Body>> for Conn {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        // Pending while this handle's last stream waits for the server's
-        // concurrent stream limit.
-        self.send.poll_ready(cx)
+        loop {
+            if let Some(w) = &mut self.waiting {
+                let back = ready!(w.as_mut().poll(cx));
+                self.waiting = None;
+                self.catch_up();
+                if !back {
+                    return Poll::Ready(Err(Reason::REFUSED_STREAM.into()));
+                }
+            }
+            self.catch_up();
+            // Pending while this handle's last stream waits for the
+            // server's concurrent stream limit.
+            match self.send.poll_ready(cx) {
+                Poll::Ready(Err(_)) => {
+                    // The connection is down: wait for the next one.
+                    let (current, seen) = (self.current.clone(), self.seen);
+                    self.waiting = Some(Box::pin(async move { current.newer_than(seen).await }));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn call(&mut self, req: http::Request<Body>) -> ResponseFuture {
