@@ -60,7 +60,8 @@ fn rt() -> tokio::runtime::Runtime {
 /// A cairn member on free ports with a fresh data directory.
 struct Cairn {
     _dir: tempfile::TempDir,
-    _running: servers::Running,
+    server: servers::Server,
+    running: Option<servers::Running>,
     endpoint: String,
 }
 
@@ -71,9 +72,19 @@ impl Cairn {
         let (running, _, _) = rt().block_on(s.start_ready()).unwrap();
         Cairn {
             _dir: dir,
-            _running: running,
             endpoint: format!("127.0.0.1:{}", s.client),
+            server: s,
+            running: Some(running),
         }
+    }
+
+    /// Kills the server (as a crash would) and starts it again on the same
+    /// ports and data.
+    fn kill_and_restart(&mut self) {
+        drop(self.running.take());
+        std::thread::sleep(Duration::from_millis(500));
+        let (running, _, _) = rt().block_on(self.server.start_ready()).unwrap();
+        self.running = Some(running);
     }
 
     async fn channel(&self) -> Channel {
@@ -411,14 +422,7 @@ fn compare_suite_runs_every_perf_workload_on_both_sides_and_loads_keys_for_memor
 
 #[test]
 fn the_load_goes_on_through_a_server_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = servers::Server::new("cairn", cairn_bin(), dir.path(), None).unwrap();
-    let (running, _, _) = rt().block_on(s.start_ready()).unwrap();
-    let c = Cairn {
-        _dir: tempfile::tempdir().unwrap(),
-        _running: running,
-        endpoint: format!("127.0.0.1:{}", s.client),
-    };
+    let mut c = Cairn::start();
     let load = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["put", "--duration", "8s", "--clients", "4", "--conns", "2"])
         .args([
@@ -432,8 +436,7 @@ fn the_load_goes_on_through_a_server_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it write, then kill the server (as a crash would) and start it
-    // again on the same ports and data.
+    // Let it write, then kill the server and start it again.
     let t = Instant::now();
     while c.revision() < 20 {
         assert!(
@@ -442,19 +445,7 @@ fn the_load_goes_on_through_a_server_restart() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let Cairn {
-        _running: running,
-        endpoint,
-        ..
-    } = c;
-    drop(running);
-    std::thread::sleep(Duration::from_millis(500));
-    let (running, _, _) = rt().block_on(s.start_ready()).unwrap();
-    let c = Cairn {
-        _dir: tempfile::tempdir().unwrap(),
-        _running: running,
-        endpoint,
-    };
+    c.kill_and_restart();
     let restarted = c.revision();
     let out = load.wait_with_output().unwrap();
     assert!(

@@ -335,38 +335,34 @@ pub fn render(s: &EtcdServer) -> String {
         m.put_size.get(),
     );
     let ls = &s.lessor.stats;
-    line(
-        &mut o,
-        "etcd_debugging_lease_granted_total",
-        "counter",
-        "The total number of granted leases.",
-        ls.granted.get(),
-    );
-    line(
-        &mut o,
-        "etcd_debugging_lease_renewed_total",
-        "counter",
-        "The number of renewed leases seen by the leader.",
-        ls.renewed.get(),
-    );
-    line(
-        &mut o,
-        "etcd_debugging_lease_revoked_total",
-        "counter",
-        "The total number of revoked leases.",
-        ls.revoked.get(),
-    );
+    for (name, help, v) in [
+        (
+            "etcd_debugging_lease_granted_total",
+            "The total number of granted leases.",
+            &ls.granted,
+        ),
+        (
+            "etcd_debugging_lease_renewed_total",
+            "The number of renewed leases seen by the leader.",
+            &ls.renewed,
+        ),
+        (
+            "etcd_debugging_lease_revoked_total",
+            "The total number of revoked leases.",
+            &ls.revoked,
+        ),
+        (
+            "etcd_debugging_server_lease_expired_total",
+            "The total number of expired leases.",
+            &ls.expired,
+        ),
+    ] {
+        line(&mut o, name, "counter", help, v.get());
+    }
     ls.ttls.render(
         &mut o,
         "etcd_debugging_lease_ttl_total",
         "Bucketed histogram of lease TTLs.",
-    );
-    line(
-        &mut o,
-        "etcd_debugging_server_lease_expired_total",
-        "counter",
-        "The total number of expired leases.",
-        ls.expired.get(),
     );
     line(
         &mut o,
